@@ -1,0 +1,459 @@
+"""All colour maths of hdrvideo, in torch, device- and dtype-agnostic.
+
+Functional API in the style of colour-science: every function takes and returns
+tensors whose channel axis is ``-3`` (so ``(3,H,W)`` and ``(N,3,H,W)`` both work)
+unless stated otherwise, never changes device, and keeps the input's float dtype.
+
+Conventions
+-----------
+* R'G'B' and Y' are normalised to [0, 1]; Cb/Cr to [-0.5, 0.5].
+* Linear light is absolute luminance in cd/m² (nits) unless a function says otherwise.
+* "PQ" is the SMPTE ST 2084 / ITU-R BT.2100 perceptual quantiser.
+
+Sources: ITU-R BT.601-7, BT.709-6, BT.1886, BT.2020-2, BT.2087-0, BT.2100-2,
+BT.2124-0, BT.2390-10, BT.2408-7, SMPTE ST 2084:2014, SMPTE RP 177, CTA-861.3-A.
+Tests compare against colour-science.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import lru_cache
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+__all__ = [
+    "PRIMARIES",
+    "KR_KB",
+    "Chromaticities",
+    "rgb_to_xyz_matrix",
+    "rgb_to_rgb_matrix",
+    "apply_matrix",
+    "bt709_to_bt2020",
+    "bt2020_to_bt709",
+    "rgb_to_ycbcr",
+    "ycbcr_to_rgb",
+    "quantize_ycbcr",
+    "dequantize_ycbcr",
+    "bt1886_eotf",
+    "bt1886_inverse_eotf",
+    "bt709_oetf",
+    "bt709_inverse_oetf",
+    "pq_decode",
+    "pq_encode",
+    "PQ_MAX_NITS",
+    "SDR_REFERENCE_WHITE_NITS",
+    "bt2408_sdr_to_pq",
+    "bt2020_to_ictcp",
+    "delta_e_itp",
+    "bt2390_eetf",
+    "chroma_upsample",
+    "chroma_downsample",
+    "CHROMA_SITING",
+    "content_light_level",
+]
+
+PQ_MAX_NITS = 10000.0
+#: HDR reference white of ITU-R BT.2408 §2.2 (also "graphics white").
+SDR_REFERENCE_WHITE_NITS = 203.0
+
+
+# --------------------------------------------------------------------------------------
+# Primaries, white points and RGB↔XYZ (SMPTE RP 177)
+# --------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Chromaticities:
+    """CIE 1931 xy of the red, green and blue primaries and the white point."""
+
+    red: tuple[float, float]
+    green: tuple[float, float]
+    blue: tuple[float, float]
+    white: tuple[float, float]
+
+
+D65 = (0.3127, 0.3290)
+
+PRIMARIES: dict[str, Chromaticities] = {
+    # BT.709-6 Table 1 item 1.3/1.4 (also sRGB)
+    "bt709": Chromaticities((0.640, 0.330), (0.300, 0.600), (0.150, 0.060), D65),
+    # BT.2020-2 Table 3 (also BT.2100)
+    "bt2020": Chromaticities((0.708, 0.292), (0.170, 0.797), (0.131, 0.046), D65),
+    # SMPTE EG 432-1 P3 primaries with a D65 white (the usual HDR10 mastering display)
+    "p3-d65": Chromaticities((0.680, 0.320), (0.265, 0.690), (0.150, 0.060), D65),
+    # BT.601-7 625-line (EBU) and 525-line (SMPTE C) primaries
+    "bt601-625": Chromaticities((0.640, 0.330), (0.290, 0.600), (0.150, 0.060), D65),
+    "bt601-525": Chromaticities((0.630, 0.340), (0.310, 0.595), (0.155, 0.070), D65),
+}
+
+#: Luma coefficients (K_R, K_B) of the non-constant-luminance Y'CbCr matrices.
+KR_KB: dict[str, tuple[float, float]] = {
+    "bt601": (0.299, 0.114),  # BT.601-7 §2.5.1
+    "bt709": (0.2126, 0.0722),  # BT.709-6 item 3.2
+    "bt2020": (0.2627, 0.0593),  # BT.2020-2 Table 4 (non-constant luminance)
+}
+
+
+def _xyz_column(x: float, y: float) -> list[float]:
+    return [x / y, 1.0, (1.0 - x - y) / y]
+
+
+@lru_cache(maxsize=None)
+def _rgb_to_xyz_f64(primaries: str) -> tuple[tuple[float, ...], ...]:
+    """Normalised primary matrix (SMPTE RP 177 §3.3) in float64, as nested tuples."""
+    p = PRIMARIES[primaries]
+    m = torch.tensor(
+        [_xyz_column(*p.red), _xyz_column(*p.green), _xyz_column(*p.blue)], dtype=torch.float64
+    ).T
+    w = torch.tensor(_xyz_column(*p.white), dtype=torch.float64)
+    s = torch.linalg.solve(m, w)
+    return tuple(map(tuple, (m * s).tolist()))
+
+
+def rgb_to_xyz_matrix(primaries: str, dtype: torch.dtype = torch.float64) -> Tensor:
+    """3×3 matrix from linear RGB of ``primaries`` to CIE XYZ (Y=1 for white), SMPTE RP 177."""
+    return torch.tensor(_rgb_to_xyz_f64(primaries), dtype=dtype)
+
+
+def rgb_to_rgb_matrix(src: str, dst: str, dtype: torch.dtype = torch.float64) -> Tensor:
+    """Linear RGB ``src`` → linear RGB ``dst`` via XYZ (same white point, no adaptation).
+
+    ``rgb_to_rgb_matrix("bt709", "bt2020")`` is the ITU-R BT.2087-0 §2 matrix
+    (≈ [[0.6274, 0.3293, 0.0433], [0.0691, 0.9195, 0.0114], [0.0164, 0.0880, 0.8956]]).
+    """
+    m = torch.linalg.solve(rgb_to_xyz_matrix(dst), rgb_to_xyz_matrix(src))
+    return m.to(dtype)
+
+
+def apply_matrix(x: Tensor, matrix: Tensor) -> Tensor:
+    """Apply a 3×3 matrix to the channel axis (-3) of ``x``."""
+    m = matrix.to(device=x.device, dtype=x.dtype)
+    return torch.einsum("ij,...jhw->...ihw", m, x)
+
+
+def bt709_to_bt2020(rgb_linear: Tensor) -> Tensor:
+    """Linear BT.709 RGB → linear BT.2020 RGB (ITU-R BT.2087-0, D65 to D65)."""
+    return apply_matrix(rgb_linear, rgb_to_rgb_matrix("bt709", "bt2020"))
+
+
+def bt2020_to_bt709(rgb_linear: Tensor) -> Tensor:
+    """Linear BT.2020 RGB → linear BT.709 RGB (inverse of BT.2087; may leave [0,1])."""
+    return apply_matrix(rgb_linear, rgb_to_rgb_matrix("bt2020", "bt709"))
+
+
+# --------------------------------------------------------------------------------------
+# R'G'B' ↔ Y'CbCr (non-constant luminance) and integer quantisation
+# --------------------------------------------------------------------------------------
+
+
+@lru_cache(maxsize=None)
+def _ycbcr_matrix_f64(matrix: str) -> tuple[tuple[float, ...], ...]:
+    kr, kb = KR_KB[matrix]
+    kg = 1.0 - kr - kb
+    return (
+        (kr, kg, kb),
+        (-kr / (2 * (1 - kb)), -kg / (2 * (1 - kb)), 0.5),
+        (0.5, -kg / (2 * (1 - kr)), -kb / (2 * (1 - kr))),
+    )
+
+
+def ycbcr_matrix(matrix: str, dtype: torch.dtype = torch.float64) -> Tensor:
+    """R'G'B' → Y'CbCr matrix from K_R, K_B (BT.601 §2.5.2, BT.709 item 3.2-3.3, BT.2020 Table 4)."""
+    return torch.tensor(_ycbcr_matrix_f64(matrix), dtype=dtype)
+
+
+def rgb_to_ycbcr(rgb: Tensor, matrix: str = "bt709") -> Tensor:
+    """Full-range float R'G'B' → Y'CbCr (Y' in [0,1], Cb/Cr in [-0.5,0.5])."""
+    return apply_matrix(rgb, ycbcr_matrix(matrix))
+
+
+def ycbcr_to_rgb(ycbcr: Tensor, matrix: str = "bt709") -> Tensor:
+    """Full-range float Y'CbCr → R'G'B' (inverse of :func:`rgb_to_ycbcr`, unclipped)."""
+    return apply_matrix(ycbcr, torch.linalg.inv(ycbcr_matrix(matrix)))
+
+
+def _quant_params(bit_depth: int, full_range: bool) -> tuple[float, float, float, float]:
+    """(luma scale, luma offset, chroma scale, chroma offset) for an n-bit code.
+
+    Limited ("narrow") range: BT.709-6 item 4.6 / BT.2100-2 Table 9:
+    D_Y = (219·Y' + 16)·2^(n-8), D_C = (224·C + 128)·2^(n-8).
+    Full range: BT.2100-2 Table 9: D_Y = (2^n - 1)·Y', D_C = (2^n - 1)·C + 2^(n-1).
+    """
+    if full_range:
+        top = float(2**bit_depth - 1)
+        return top, 0.0, top, float(2 ** (bit_depth - 1))
+    k = float(2 ** (bit_depth - 8))
+    return 219.0 * k, 16.0 * k, 224.0 * k, 128.0 * k
+
+
+def dequantize_ycbcr(
+    y: Tensor, cb: Tensor, cr: Tensor, bit_depth: int, full_range: bool, dtype: torch.dtype = torch.float32
+) -> tuple[Tensor, Tensor, Tensor]:
+    """Integer code values → float Y' (≈[0,1]) and Cb, Cr (≈[-0.5,0.5]); unclipped."""
+    ys, yo, cs, co = _quant_params(bit_depth, full_range)
+    return (
+        (y.to(dtype) - yo) / ys,
+        (cb.to(dtype) - co) / cs,
+        (cr.to(dtype) - co) / cs,
+    )
+
+
+def quantize_ycbcr(ycbcr: Tensor, bit_depth: int, full_range: bool = False) -> Tensor:
+    """Float Y'CbCr (channel axis -3) → rounded integer codes (int32), clipped to [0, 2^n-1]."""
+    ys, yo, cs, co = _quant_params(bit_depth, full_range)
+    scale = torch.tensor([ys, cs, cs], device=ycbcr.device, dtype=ycbcr.dtype).view(3, 1, 1)
+    offset = torch.tensor([yo, co, co], device=ycbcr.device, dtype=ycbcr.dtype).view(3, 1, 1)
+    codes = torch.round(ycbcr * scale + offset)
+    return codes.clamp_(0, 2**bit_depth - 1).to(torch.int32)
+
+
+# --------------------------------------------------------------------------------------
+# Transfer functions
+# --------------------------------------------------------------------------------------
+
+
+def bt1886_eotf(v: Tensor, l_w: float = 100.0, l_b: float = 0.0) -> Tensor:
+    """ITU-R BT.1886 Annex 1 EOTF: L = a·max(V + b, 0)^2.4, in cd/m².
+
+    a = (L_W^(1/γ) - L_B^(1/γ))^γ, b = L_B^(1/γ) / (L_W^(1/γ) - L_B^(1/γ)), γ = 2.4.
+    With l_b = 0 this is L = L_W·V^2.4.
+    """
+    g = 2.4
+    lw, lb = l_w ** (1 / g), l_b ** (1 / g)
+    a = (lw - lb) ** g
+    b = lb / (lw - lb)
+    return a * torch.clamp(v + b, min=0.0) ** g
+
+
+def bt1886_inverse_eotf(l: Tensor, l_w: float = 100.0, l_b: float = 0.0) -> Tensor:
+    """Inverse of :func:`bt1886_eotf`: V = (L/a)^(1/2.4) - b."""
+    g = 2.4
+    lw, lb = l_w ** (1 / g), l_b ** (1 / g)
+    a = (lw - lb) ** g
+    b = lb / (lw - lb)
+    return torch.clamp(l / a, min=0.0) ** (1 / g) - b
+
+
+def bt709_oetf(e: Tensor) -> Tensor:
+    """ITU-R BT.709-6 item 1.2 OETF, scene light E ∈ [0,1] → E'."""
+    return torch.where(e < 0.018, 4.5 * e, 1.099 * torch.clamp(e, min=0.018) ** 0.45 - 0.099)
+
+
+def bt709_inverse_oetf(v: Tensor) -> Tensor:
+    """Inverse of the BT.709 OETF (scene-referred linearisation)."""
+    return torch.where(
+        v < 0.081, v / 4.5, ((torch.clamp(v, min=0.081) + 0.099) / 1.099) ** (1 / 0.45)
+    )
+
+
+# SMPTE ST 2084:2014 §5.1 constants
+_PQ_M1 = 2610.0 / 16384.0
+_PQ_M2 = 2523.0 / 4096.0 * 128.0
+_PQ_C1 = 3424.0 / 4096.0
+_PQ_C2 = 2413.0 / 4096.0 * 32.0
+_PQ_C3 = 2392.0 / 4096.0 * 32.0
+
+
+def pq_decode(e: Tensor) -> Tensor:
+    """SMPTE ST 2084 EOTF: PQ signal E' ∈ [0,1] → luminance in cd/m² (0…10000)."""
+    ep = torch.clamp(e, min=0.0) ** (1.0 / _PQ_M2)
+    y = torch.clamp(ep - _PQ_C1, min=0.0) / (_PQ_C2 - _PQ_C3 * ep)
+    return PQ_MAX_NITS * y ** (1.0 / _PQ_M1)
+
+
+def pq_encode(l: Tensor) -> Tensor:
+    """SMPTE ST 2084 inverse EOTF: luminance in cd/m² → PQ signal E' ∈ [0,1]."""
+    y = torch.clamp(l / PQ_MAX_NITS, min=0.0) ** _PQ_M1
+    return ((_PQ_C1 + _PQ_C2 * y) / (1.0 + _PQ_C3 * y)) ** _PQ_M2
+
+
+# --------------------------------------------------------------------------------------
+# SDR → HDR10: the BT.2408 display-light mapping
+# --------------------------------------------------------------------------------------
+
+
+def bt2408_sdr_to_pq(rgb709: Tensor, sdr_white: float = SDR_REFERENCE_WHITE_NITS) -> Tensor:
+    """Display-referred SDR BT.709 R'G'B' → PQ BT.2020 R'G'B' (ITU-R BT.2408-7 §5.1.1).
+
+    The SDR signal is displayed through the BT.1886 EOTF (γ 2.4, black 0) with
+    100% SDR at ``sdr_white`` cd/m² (BT.2408 HDR reference white, 203), converted
+    from BT.709 to BT.2020 primaries (BT.2087) and PQ-encoded (ST 2084).
+    """
+    linear = bt1886_eotf(rgb709.clamp(0.0, 1.0), l_w=sdr_white)
+    return pq_encode(bt709_to_bt2020(linear).clamp_(min=0.0))
+
+
+# --------------------------------------------------------------------------------------
+# ICtCp and ΔE_ITP (BT.2100 / BT.2124)
+# --------------------------------------------------------------------------------------
+
+# BT.2100-2 Table 6: BT.2020 RGB → LMS (×1/4096) and L'M'S' → ICtCp (×1/4096)
+_LMS_FROM_BT2020 = (
+    (1688.0 / 4096, 2146.0 / 4096, 262.0 / 4096),
+    (683.0 / 4096, 2951.0 / 4096, 462.0 / 4096),
+    (99.0 / 4096, 309.0 / 4096, 3688.0 / 4096),
+)
+_ICTCP_FROM_LMS_PQ = (
+    (0.5, 0.5, 0.0),
+    (6610.0 / 4096, -13613.0 / 4096, 7003.0 / 4096),
+    (17933.0 / 4096, -17390.0 / 4096, -543.0 / 4096),
+)
+
+
+def bt2020_to_ictcp(rgb_linear_nits: Tensor) -> Tensor:
+    """Linear BT.2020 RGB in cd/m² → ICtCp (PQ variant), ITU-R BT.2100-2 Table 6."""
+    lms = apply_matrix(rgb_linear_nits, torch.tensor(_LMS_FROM_BT2020, dtype=torch.float64))
+    return apply_matrix(pq_encode(lms), torch.tensor(_ICTCP_FROM_LMS_PQ, dtype=torch.float64))
+
+
+def delta_e_itp(ictcp_a: Tensor, ictcp_b: Tensor) -> Tensor:
+    """ITU-R BT.2124-0 colour difference: 720·√(ΔI² + (½ΔCt)² + ΔCp²), per pixel."""
+    d = ictcp_a - ictcp_b
+    di, dct, dcp = d.unbind(-3)
+    return 720.0 * torch.sqrt(di * di + 0.25 * dct * dct + dcp * dcp)
+
+
+# --------------------------------------------------------------------------------------
+# BT.2390 EETF (highlight roll-off in the PQ domain)
+# --------------------------------------------------------------------------------------
+
+
+def bt2390_eetf(
+    e: Tensor,
+    source_black: float = 0.0,
+    source_peak: float = 10000.0,
+    target_black: float = 0.0,
+    target_peak: float = 1000.0,
+) -> Tensor:
+    """ITU-R BT.2390-10 §5.4.1 EETF on a PQ signal (luminances given in cd/m²).
+
+    Normalises E' to the source range, applies the Hermite-spline knee above
+    KS = 1.5·maxLum - 0.5 to roll off to the target peak, lifts the black with
+    b·(1-E)^4, and maps back to absolute PQ.
+    """
+    src_b, src_w = float(pq_encode(torch.tensor(source_black, dtype=torch.float64))), float(
+        pq_encode(torch.tensor(source_peak, dtype=torch.float64))
+    )
+    min_lum = (float(pq_encode(torch.tensor(target_black, dtype=torch.float64))) - src_b) / (src_w - src_b)
+    max_lum = (float(pq_encode(torch.tensor(target_peak, dtype=torch.float64))) - src_b) / (src_w - src_b)
+    e1 = ((e - src_b) / (src_w - src_b)).clamp(0.0, 1.0)
+    ks = 1.5 * max_lum - 0.5
+    if ks < 1.0:
+        t = ((e1 - ks) / (1.0 - ks)).clamp(0.0, 1.0)
+        t2, t3 = t * t, t * t * t
+        spline = (
+            (2 * t3 - 3 * t2 + 1) * ks
+            + (t3 - 2 * t2 + t) * (1.0 - ks)
+            + (-2 * t3 + 3 * t2) * max_lum
+        )
+        e2 = torch.where(e1 < ks, e1, spline)
+    else:
+        e2 = e1
+    b = min_lum
+    e3 = e2 + b * (1.0 - e2).clamp(min=0.0) ** 4
+    return e3 * (src_w - src_b) + src_b
+
+
+# --------------------------------------------------------------------------------------
+# Chroma resampling (siting per ITU-T H.273 chroma_sample_loc_type / FFmpeg AVChromaLocation)
+# --------------------------------------------------------------------------------------
+
+#: Position of the chroma sample inside its luma cell, as fractions (horizontal, vertical)
+#: of the cell: 0 = co-sited with the first luma sample, 0.5 = centred, 1 = last.
+CHROMA_SITING: dict[str, tuple[float, float]] = {
+    "left": (0.0, 0.5),  # H.273 type 0: MPEG-2/H.264/HEVC default
+    "center": (0.5, 0.5),  # type 1: MPEG-1/JPEG
+    "topleft": (0.0, 0.0),  # type 2: BT.2020 / DCI
+    "top": (0.5, 0.0),
+    "bottomleft": (0.0, 1.0),
+    "bottom": (0.5, 1.0),
+}
+
+
+@lru_cache(maxsize=64)
+def _linear_taps(n_out: int, n_in: int, factor: int, phase: float) -> tuple[list[int], list[int], list[float]]:
+    """Indices and weights of the two-tap linear interpolation for one axis."""
+    offset = phase * (factor - 1)  # chroma sample position in luma units within its cell
+    i0, i1, w = [], [], []
+    for x in range(n_out):
+        pos = (x - offset) / factor
+        lo = int(pos // 1)
+        frac = pos - lo
+        i0.append(min(max(lo, 0), n_in - 1))
+        i1.append(min(max(lo + 1, 0), n_in - 1))
+        w.append(frac)
+    return i0, i1, w
+
+
+def _upsample_axis(c: Tensor, dim: int, n_out: int, factor: int, phase: float) -> Tensor:
+    if factor == 1:
+        return c
+    i0, i1, w = _linear_taps(n_out, c.shape[dim], factor, phase)
+    dev = c.device
+    a = c.index_select(dim, torch.tensor(i0, device=dev))
+    b = c.index_select(dim, torch.tensor(i1, device=dev))
+    shape = [1] * c.dim()
+    shape[dim] = n_out
+    wt = torch.tensor(w, device=dev, dtype=c.dtype).view(shape)
+    return torch.lerp(a, b, wt)
+
+
+def chroma_upsample(chroma: Tensor, height: int, width: int, siting: str = "left") -> Tensor:
+    """Linear-interpolate subsampled chroma planes ``(..., h, w)`` to ``(..., height, width)``.
+
+    The phase follows the chroma siting (H.273 Table 5 / Figure 1), so a
+    co-sited sample is reproduced exactly at its luma position; edges replicate.
+    """
+    fy, fx = height // chroma.shape[-2], width // chroma.shape[-1]
+    ph, pv = CHROMA_SITING[siting]
+    out = _upsample_axis(chroma, chroma.dim() - 1, width, fx, ph)
+    return _upsample_axis(out, chroma.dim() - 2, height, fy, pv)
+
+
+def _downsample_kernel(phase: float, dtype: torch.dtype, device: torch.device) -> Tensor:
+    # 2:1 decimation; co-sited: [1,2,1]/4 centred on the even sample; centred: [1,3,3,1]/8
+    # centred between the two samples (the adjoints of the linear interpolation above).
+    if phase == 0.0:
+        k = [1.0, 2.0, 1.0, 0.0]
+    elif phase == 0.5:
+        k = [1.0, 3.0, 3.0, 1.0]
+    else:  # bottom: mirror of co-sited
+        k = [0.0, 1.0, 2.0, 1.0]
+    t = torch.tensor(k, dtype=dtype, device=device)
+    return t / t.sum()
+
+
+def chroma_downsample(chroma: Tensor, siting: str = "left") -> Tensor:
+    """4:4:4 → 4:2:0 decimation of ``(N,C,H,W)`` chroma with a siting-aware low-pass filter.
+
+    Output sample j on an axis is centred on input position 2j (co-sited), 2j+0.5 (centred) or
+    2j+1 (bottom); taps [1,2,1]/4 and [1,3,3,1]/8 remove the aliasing band above half Nyquist.
+    H and W must be even.
+    """
+    n, ch, h, w = chroma.shape
+    ph, pv = CHROMA_SITING[siting]
+    x = chroma.reshape(n * ch, 1, h, w)
+    kh = _downsample_kernel(ph, x.dtype, x.device).view(1, 1, 1, 4)
+    kv = _downsample_kernel(pv, x.dtype, x.device).view(1, 1, 4, 1)
+    x = F.pad(x, (1, 2, 1, 2), mode="replicate")
+    x = F.conv2d(x, kh, stride=(1, 2))
+    x = F.conv2d(x, kv, stride=(2, 1))
+    return x.reshape(n, ch, h // 2, w // 2)
+
+
+# --------------------------------------------------------------------------------------
+# HDR10 static metadata measurement
+# --------------------------------------------------------------------------------------
+
+
+def content_light_level(rgb_pq: Tensor) -> tuple[Tensor, Tensor]:
+    """Per-frame (maximum, average) of max(R,G,B) in cd/m², CTA-861.3-A Annex A / P.2.
+
+    ``rgb_pq`` is (N,3,H,W) PQ R'G'B'. MaxCLL is the maximum of the first result over the
+    whole programme and MaxFALL the maximum of the second.
+    """
+    max_rgb = pq_decode(rgb_pq.clamp(0.0, 1.0)).amax(dim=-3)
+    return max_rgb.amax(dim=(-2, -1)), max_rgb.mean(dim=(-2, -1))
