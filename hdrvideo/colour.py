@@ -50,6 +50,9 @@ __all__ = [
     "delta_e_itp",
     "bt2390_eetf",
     "chroma_upsample",
+    "planes_to_rgb",
+    "rgb_to_planes",
+    "convert_primaries_display",
     "chroma_downsample",
     "CHROMA_SITING",
     "content_light_level",
@@ -442,6 +445,77 @@ def chroma_downsample(chroma: Tensor, siting: str = "left") -> Tensor:
     x = F.conv2d(x, kh, stride=(1, 2))
     x = F.conv2d(x, kv, stride=(2, 1))
     return x.reshape(n, ch, h // 2, w // 2)
+
+
+# --------------------------------------------------------------------------------------
+# Planes ↔ R'G'B' (decode and encode ends of the pipeline)
+# --------------------------------------------------------------------------------------
+
+
+def _dequant_plane(x: Tensor, scale: float, offset: float, dtype: torch.dtype) -> Tensor:
+    return (x.to(dtype) - offset) / scale
+
+
+def planes_to_rgb(
+    y: Tensor,
+    cb: Tensor | None,
+    cr: Tensor | None,
+    matrix: str,
+    bit_depth: int,
+    full_range: bool,
+    siting: str = "left",
+    dtype: torch.dtype = torch.float32,
+) -> Tensor:
+    """Integer Y'CbCr planes ``(N,H,W)``, ``(N,h,w)`` → float R'G'B' ``(N,3,H,W)``, unclipped.
+
+    Dequantises per BT.709/BT.2100 (:func:`dequantize_ycbcr`), upsamples chroma with the
+    given siting and applies the inverse Y'CbCr matrix. ``cb``/``cr`` None means greyscale.
+    """
+    ys, yo, cs, co = _quant_params(bit_depth, full_range)
+    yf = _dequant_plane(y, ys, yo, dtype)
+    n, height, width = yf.shape
+    if cb is None or cr is None:
+        c = yf.new_zeros((n, 2, height, width))
+    else:
+        c = torch.stack([_dequant_plane(cb, cs, co, dtype), _dequant_plane(cr, cs, co, dtype)], dim=1)
+        if c.shape[-2:] != (height, width):
+            c = chroma_upsample(c, height, width, siting)
+    return ycbcr_to_rgb(torch.cat([yf[:, None], c], dim=1), matrix)
+
+
+def rgb_to_planes(
+    rgb: Tensor,
+    matrix: str = "bt2020",
+    bit_depth: int = 10,
+    full_range: bool = False,
+    siting: str = "left",
+) -> tuple[Tensor, Tensor, Tensor]:
+    """Float R'G'B' ``(N,3,H,W)`` → 4:2:0 integer planes Y' ``(N,H,W)``, Cb, Cr ``(N,H/2,W/2)``.
+
+    Non-constant-luminance Y'CbCr (BT.2020 Table 4 for HDR10), siting-aware chroma
+    decimation (:func:`chroma_downsample`), rounding to ``bit_depth`` codes (int32).
+    """
+    ycc = rgb_to_ycbcr(rgb, matrix)
+    ys, yo, cs, co = _quant_params(bit_depth, full_range)
+    top = 2**bit_depth - 1
+    y = torch.round(ycc[:, 0] * ys + yo).clamp_(0, top).to(torch.int32)
+    c = chroma_downsample(ycc[:, 1:], siting)
+    c = torch.round(c * cs + co).clamp_(0, top).to(torch.int32)
+    return y, c[:, 0], c[:, 1]
+
+
+def convert_primaries_display(rgb: Tensor, src: str, dst: str, gamma: float = 2.4) -> Tensor:
+    """Display-referred gamut conversion of gamma-encoded R'G'B' between primary sets.
+
+    Linearises with a pure power ``gamma`` (BT.1886 with zero black), applies the RP 177
+    primaries matrix, clips to the destination gamut, and re-encodes. Used to bring SD
+    (BT.601) or wide-gamut SDR sources into the BT.709 contract of the process stage.
+    """
+    if src == dst:
+        return rgb
+    lin = rgb.clamp(0.0, 1.0) ** gamma
+    out = apply_matrix(lin, rgb_to_rgb_matrix(src, dst)).clamp_(0.0, 1.0)
+    return out ** (1.0 / gamma)
 
 
 # --------------------------------------------------------------------------------------

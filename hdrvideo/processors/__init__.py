@@ -1,0 +1,58 @@
+"""The process stage: classical or neural processors behind one interface."""
+
+from __future__ import annotations
+
+import torch
+
+from ..errors import WeightsMissingError
+from ..presets import Preset, engines_dirs, find_weights
+from .base import Processor
+from .classical import BT2408Processor
+
+__all__ = ["Processor", "BT2408Processor", "build_processor"]
+
+
+def build_processor(
+    preset: Preset,
+    device: str | torch.device | None = None,
+    weights: str | None = None,
+    backend: str = "auto",
+    **backend_options,
+) -> Processor:
+    """Build the processor a (resolved, non-``auto``) preset describes.
+
+    Neural presets need weights: ``weights`` overrides the preset's; without either an
+    installed file raises :class:`WeightsMissingError`. A neural preset never runs with
+    random weights.
+    """
+    if device is None:
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    if preset.processor == "bt2408":
+        return BT2408Processor(scale=preset.scale, sdr_white=preset.sdr_white, device=device)
+    if preset.processor != "neural" or preset.model is None:
+        raise ValueError(f"preset {preset.name} must be resolved before building a processor")
+
+    from ..backends import create_backend
+    from ..models import load_model
+
+    path = weights or find_weights(preset)
+    if path is None:
+        wanted = preset.model.weights or f"a {preset.model.arch} checkpoint"
+        raise WeightsMissingError(
+            f"preset {preset.name!r} needs weights ({wanted}) that are not installed; "
+            f"pass --weights PATH (.safetensors or .pth) or copy the file into {engines_dirs()[-2] if len(engines_dirs()) > 1 else engines_dirs()[0]}"
+        )
+    model = load_model(preset.model.arch, str(path), colour_domain=preset.model.colour_domain)
+    if getattr(model, "scale", preset.scale) != preset.scale:
+        raise WeightsMissingError(f"preset {preset.name!r}: model scale {model.scale} != preset scale {preset.scale}")
+    be = create_backend(backend, model, device=device, **backend_options)
+    return NeuralProcessor(
+        be,
+        scale=preset.scale,
+        tile=preset.tile,
+        overlap=preset.tile_overlap,
+        description=f"{preset.model.arch} ({be.name} on {be.device})",
+    )
+
+
+from .neural import NeuralProcessor  # noqa: E402
