@@ -1,0 +1,216 @@
+"""Loading and saving weights: safetensors and (safely unpickled) .pth/.pt checkpoints.
+
+* ``.safetensors`` is read with ``safetensors.torch``; its header metadata (``arch``, ``scale``,
+  ``colour_domain`` written by :func:`save_weights`) is used by :func:`load_model`.
+* ``.pth``/``.pt``/``.ckpt`` are read with ``torch.load(map_location="cpu", weights_only=True)``,
+  which refuses to run arbitrary pickled code.
+* Common wrappers are unwrapped: ``{"params_ema": sd}``, ``{"params": sd}``,
+  ``{"state_dict": sd}``, ``{"model": sd}``, ``{"net": sd}``, and a ``"module."`` prefix
+  (DataParallel) shared by every key.
+
+Weights always load into the model object itself (the architecture's parameters are registered
+at top level, see :mod:`hdrvideo.models.base`), strictly: any missing, unexpected or mis-shaped
+key raises :class:`WeightsError` with the offending names.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from pathlib import Path
+from typing import Any, Mapping
+
+import torch
+from torch import Tensor, nn
+
+# in order of preference when a checkpoint holds several (BasicSR saves params and params_ema)
+WRAPPER_KEYS = ("params_ema", "params-ema", "params", "state_dict", "model", "net", "network", "generator")
+_LIST_LIMIT = 8
+
+
+class WeightsError(ValueError):
+    """Weights that do not fit an architecture (or a file that holds no usable state_dict)."""
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        missing: list[str] | None = None,
+        unexpected: list[str] | None = None,
+        mismatched: list[tuple[str, tuple, tuple]] | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.missing = list(missing or [])
+        self.unexpected = list(unexpected or [])
+        self.mismatched = list(mismatched or [])
+
+
+def _clip(items: list[str], limit: int = _LIST_LIMIT) -> str:
+    if len(items) <= limit:
+        return ", ".join(items)
+    return ", ".join(items[:limit]) + f", … (+{len(items) - limit} more)"
+
+
+def format_mismatch(missing, unexpected, mismatched) -> str:
+    """One-line summary of a key/shape mismatch, long lists truncated."""
+    parts = []
+    if missing:
+        parts.append(f"missing {len(missing)} key(s): {_clip(list(missing))}")
+    if unexpected:
+        parts.append(f"unexpected {len(unexpected)} key(s): {_clip(list(unexpected))}")
+    if mismatched:
+        items = [f"{k} (file {tuple(got)} vs model {tuple(want)})" for k, got, want in mismatched]
+        parts.append(f"mis-shaped {len(mismatched)} key(s): {_clip(items)}")
+    return "; ".join(parts) if parts else "no differences"
+
+
+def unwrap_state_dict(obj: Any) -> dict[str, Tensor]:
+    """Return the flat ``{name: tensor}`` inside a checkpoint object (see module docstring)."""
+    seen = 0
+    while isinstance(obj, Mapping) and seen < 4:
+        if obj and all(isinstance(v, Tensor) for v in obj.values()):
+            break
+        for key in WRAPPER_KEYS:
+            if key in obj and isinstance(obj[key], Mapping):
+                obj = obj[key]
+                break
+        else:
+            break
+        seen += 1
+    if not isinstance(obj, Mapping):
+        raise WeightsError(f"checkpoint is a {type(obj).__name__}, not a state_dict")
+    sd = {k: v for k, v in obj.items() if isinstance(v, Tensor)}
+    if not sd:
+        raise WeightsError(
+            f"checkpoint holds no tensors (top-level keys: {_clip([str(k) for k in obj.keys()])})"
+        )
+    for prefix in ("module.",):
+        if all(k.startswith(prefix) for k in sd):
+            sd = {k[len(prefix):]: v for k, v in sd.items()}
+    return sd
+
+
+def read_state_dict(path: str | os.PathLike) -> tuple[dict[str, Tensor], dict[str, str]]:
+    """Read ``path`` → (unwrapped state_dict on CPU, metadata).  Metadata only for safetensors."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"weights file not found: {path}")
+    suffix = path.suffix.lower()
+    if suffix == ".safetensors":
+        from safetensors import safe_open
+        from safetensors.torch import load_file
+
+        try:
+            with safe_open(str(path), framework="pt") as f:
+                metadata = dict(f.metadata() or {})
+            sd = load_file(str(path), device="cpu")
+        except Exception as e:  # safetensors raises its own error types
+            raise WeightsError(f"cannot read {path} as safetensors: {e}") from e
+        return unwrap_state_dict(sd), metadata
+    if suffix in (".pth", ".pt", ".ckpt", ".bin"):
+        try:
+            obj = torch.load(str(path), map_location="cpu", weights_only=True)
+        except Exception as e:
+            raise WeightsError(
+                f"cannot read {path} with torch.load(weights_only=True) (pickled code is refused): {e}"
+            ) from e
+        return unwrap_state_dict(obj), {}
+    raise WeightsError(f"unsupported weights format {path.suffix!r} ({path}); use .safetensors, .pth or .pt")
+
+
+def check_state_dict(model: nn.Module, sd: Mapping[str, Tensor], source: str = "state_dict") -> None:
+    """Raise :class:`WeightsError` unless ``sd`` has exactly ``model``'s keys and shapes."""
+    want = {k: tuple(v.shape) for k, v in model.state_dict().items()}
+    got = {k: tuple(v.shape) for k, v in sd.items()}
+    missing = [k for k in want if k not in got]
+    unexpected = [k for k in got if k not in want]
+    mismatched = [(k, got[k], want[k]) for k in want if k in got and got[k] != want[k]]
+    if missing or unexpected or mismatched:
+        arch = getattr(model, "arch", "") or type(model).__name__
+        raise WeightsError(
+            f"{source} does not fit {arch}: " + format_mismatch(missing, unexpected, mismatched),
+            missing=missing,
+            unexpected=unexpected,
+            mismatched=mismatched,
+        )
+
+
+def load_state_dict_strict(model: nn.Module, sd: Mapping[str, Tensor], source: str = "state_dict") -> nn.Module:
+    check_state_dict(model, sd, source)
+    model.load_state_dict(dict(sd), strict=True)
+    return model
+
+
+def load_weights(model: nn.Module, path: str | os.PathLike) -> nn.Module:
+    """Load ``path`` (.safetensors / .pth / .pt) into ``model`` strictly; returns ``model``."""
+    sd, _ = read_state_dict(path)
+    return load_state_dict_strict(model, sd, source=str(path))
+
+
+def save_weights(model: nn.Module, path: str | os.PathLike, metadata: dict[str, str] | None = None) -> Path:
+    """Write ``model.state_dict()`` as safetensors, with arch/scale/colour_domain metadata.
+
+    ``metadata`` entries (str → str) are added to / override the automatic ones.
+    """
+    from safetensors.torch import save_file
+
+    path = Path(path)
+    if path.suffix.lower() != ".safetensors":
+        raise WeightsError(f"save_weights writes safetensors; give a .safetensors path, not {path.name!r}")
+    meta: dict[str, str] = {"format": "pt"}
+    for attr in ("arch", "scale", "colour_domain"):
+        value = getattr(model, attr, None)
+        if value not in (None, ""):
+            meta[attr] = str(value)
+    for k, v in (metadata or {}).items():
+        if not isinstance(k, str) or not isinstance(v, str):
+            raise TypeError("metadata must map str to str")
+        meta[k] = v
+    tensors = {k: v.detach().to("cpu").contiguous() for k, v in model.state_dict().items()}
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    save_file(tensors, str(tmp), metadata=meta)
+    os.replace(tmp, path)
+    return path
+
+
+def read_metadata(path: str | os.PathLike) -> dict[str, str]:
+    """Header metadata of a safetensors file ({} for other formats)."""
+    if Path(path).suffix.lower() != ".safetensors":
+        return {}
+    from safetensors import safe_open
+
+    with safe_open(str(path), framework="pt") as f:
+        return dict(f.metadata() or {})
+
+
+def load_model(name: str | None, weights_path: str | os.PathLike, **options: Any) -> nn.Module:
+    """Create architecture ``name`` (or detect it from the file when ``None``) and load weights.
+
+    When the file is a safetensors written by :func:`save_weights`, its ``arch`` metadata is
+    used if ``name`` is None (checked against the tensors) and its ``colour_domain`` becomes the
+    default ``colour_domain`` option.  Returns the model in eval mode.
+    """
+    from .registry import _REGISTRY, create, detect
+
+    sd, meta = read_state_dict(weights_path)
+    if name is None:
+        meta_arch = meta.get("arch")
+        if meta_arch in _REGISTRY and _REGISTRY[meta_arch].signature == {k: tuple(v.shape) for k, v in sd.items()}:
+            name = meta_arch
+        else:
+            name = detect(sd)
+    if "colour_domain" not in options and meta.get("colour_domain"):
+        options["colour_domain"] = meta["colour_domain"]
+    model = create(name, **options)
+    load_state_dict_strict(model, sd, source=str(weights_path))
+    return model.eval()
+
+
+def sha256_file(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
+    """Hex SHA-256 of a file, read in 1 MiB chunks."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(chunk):
+            h.update(block)
+    return h.hexdigest()
