@@ -37,8 +37,6 @@ so with a fixed f tiles are exact even without overlap.
 
 from __future__ import annotations
 
-import math
-
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
@@ -70,6 +68,21 @@ def matlab_bicubic_taps(factor: int = 4) -> list[float]:
     return [wi / s for wi in w]
 
 
+class _InstanceNorm2d(nn.InstanceNorm2d):
+    """InstanceNorm2d (affine, no running stats) written as plain reductions.
+
+    Same parameters/state_dict as ``nn.InstanceNorm2d(c, affine=True)`` and the same result
+    (biased variance, eps 1e-5), but it also accepts a 1×1 map (torch's refuses one; the
+    normalised value is then 0 and the output is the bias) so tiny frames and tiles work.
+    """
+
+    def forward(self, x: Tensor) -> Tensor:
+        m = x.mean(dim=(2, 3), keepdim=True)
+        var = ((x - m) * (x - m)).mean(dim=(2, 3), keepdim=True)
+        y = (x - m) / torch.sqrt(var + self.eps)
+        return y * self.weight[None, :, None, None] + self.bias[None, :, None, None]
+
+
 class _GlobalAvgPool(nn.Module):
     def forward(self, x: Tensor) -> Tensor:
         return x.mean(dim=(2, 3), keepdim=True)
@@ -82,7 +95,7 @@ def _colour_block(cin: int, cout: int, norm: bool) -> list[nn.Module]:
         nn.LeakyReLU(0.2),
     ]
     if norm:
-        layers.append(nn.InstanceNorm2d(cout, affine=True))
+        layers.append(_InstanceNorm2d(cout, affine=True))
     return layers
 
 
@@ -130,18 +143,18 @@ class AGCM(ITMModel):
         self.conv_last = nn.Conv2d(nf, 3, 1)
         self.act = nn.ReLU(inplace=True)
         taps = torch.tensor(matlab_bicubic_taps(4), dtype=torch.float32)
-        self.register_buffer("_taps", taps, persistent=False)
+        # depthwise kernels for the 3 channels, fixed shapes (ONNX Conv needs a known kernel)
+        self.register_buffer("_taps_w", taps.view(1, 1, 1, 16).repeat(3, 1, 1, 1), persistent=False)
+        self.register_buffer("_taps_h", taps.view(1, 1, 16, 1).repeat(3, 1, 1, 1), persistent=False)
 
     # -- condition image -------------------------------------------------------------------
     def _matlab_downscale4(self, x: Tensor) -> Tensor:
-        c = x.shape[1]
-        taps = self._taps.to(x.dtype)
         # half-sample symmetric padding: 6 before, 9 after (x[5..0] | x | x[-1..-9]); the
         # right-hand pad is a constant-size slice of the flipped image, so sizes stay dynamic.
         xw = torch.cat([x[..., :6].flip(-1), x, x.flip(-1)[..., :9]], dim=-1)
-        xw = F.conv2d(xw, taps.view(1, 1, 1, 16).expand(c, 1, 1, 16), stride=(1, 4), groups=c)
+        xw = F.conv2d(xw, self._taps_w.to(x.dtype), stride=(1, 4), groups=3)
         xh = torch.cat([xw[..., :6, :].flip(-2), xw, xw.flip(-2)[..., :9, :]], dim=-2)
-        return F.conv2d(xh, taps.view(1, 1, 16, 1).expand(c, 1, 16, 1), stride=(4, 1), groups=c)
+        return F.conv2d(xh, self._taps_h.to(x.dtype), stride=(4, 1), groups=3)
 
     def condition_image(self, x: Tensor) -> Tensor:
         """The condition input: ``x`` downscaled ×1/4 (see ``condition_resize``)."""
@@ -172,5 +185,3 @@ class AGCM(ITMModel):
 
 
 __all__ = ["AGCM", "ConditionNet", "matlab_bicubic_taps", "CONDITION_RESIZES"]
-
-_ = math  # (kept for readers computing the taps by hand)
