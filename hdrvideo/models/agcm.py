@@ -68,6 +68,29 @@ def matlab_bicubic_taps(factor: int = 4) -> list[float]:
     return [wi / s for wi in w]
 
 
+def _symmetric_pad(x: Tensor, before: int, after: int, dim: int) -> Tensor:
+    """Half-sample symmetric padding (MATLAB's 'symmetric': edge pixel repeated) along ``dim``.
+
+    Built only from constant-size edge slices, flips and concats: no shape arithmetic (ONNX
+    sizes stay dynamic) and only a few rows/columns are copied.  Alternating mirrored and
+    unmirrored copies of the edge slice make it exact (periodic mirroring, like MATLAB) even
+    for images narrower than the pad.
+    """
+    dim = dim % x.dim()
+
+    def sl(start, stop):
+        return (slice(None),) * dim + (slice(start, stop),)
+
+    head = x[sl(0, before)]  # == x when the image is narrower than ``before``
+    tail = x[sl(-after, None)]
+    head_f, tail_f = head.flip(dim), tail.flip(dim)
+    # left of x: ... x, x', [x]  -> rightmost copy is the mirrored one
+    left = torch.cat([head_f if (before - 1 - i) % 2 == 0 else head for i in range(before)], dim=dim)
+    # right of x: [x], x', x, x' ...
+    right = torch.cat([tail_f if i % 2 == 0 else tail for i in range(after)], dim=dim)
+    return torch.cat([left[sl(-before, None)], x, right[sl(0, after)]], dim=dim)
+
+
 class _InstanceNorm2d(nn.InstanceNorm2d):
     """InstanceNorm2d (affine, no running stats) written as plain reductions.
 
@@ -149,12 +172,8 @@ class AGCM(ITMModel):
 
     # -- condition image -------------------------------------------------------------------
     def _matlab_downscale4(self, x: Tensor) -> Tensor:
-        # half-sample symmetric padding: 6 before, 9 after (x[5..0] | x | x[-1..-9]); the
-        # right-hand pad is a constant-size slice of the flipped image, so sizes stay dynamic.
-        xw = torch.cat([x[..., :6].flip(-1), x, x.flip(-1)[..., :9]], dim=-1)
-        xw = F.conv2d(xw, self._taps_w.to(x.dtype), stride=(1, 4), groups=3)
-        xh = torch.cat([xw[..., :6, :].flip(-2), xw, xw.flip(-2)[..., :9, :]], dim=-2)
-        return F.conv2d(xh, self._taps_h.to(x.dtype), stride=(4, 1), groups=3)
+        xw = F.conv2d(_symmetric_pad(x, 6, 9, -1), self._taps_w.to(x.dtype), stride=(1, 4), groups=3)
+        return F.conv2d(_symmetric_pad(xw, 6, 9, -2), self._taps_h.to(x.dtype), stride=(4, 1), groups=3)
 
     def condition_image(self, x: Tensor) -> Tensor:
         """The condition input: ``x`` downscaled ×1/4 (see ``condition_resize``)."""
