@@ -531,3 +531,196 @@ def content_light_level(rgb_pq: Tensor) -> tuple[Tensor, Tensor]:
     """
     max_rgb = pq_decode(rgb_pq.clamp(0.0, 1.0)).amax(dim=-3)
     return max_rgb.amax(dim=(-2, -1)), max_rgb.mean(dim=(-2, -1))
+
+
+# ---- HDR→SDR down-conversions (BT.2446 Method A and C, filmic) ----
+#
+# Used by hdrvideo.training.synthesis to make SDR renditions of HDR10 grades.  Every function
+# takes linear BT.2020 display light in cd/m² (channel axis -3) unless stated otherwise.
+
+import math  # noqa: E402
+
+__all__ += [
+    "luminance",
+    "bt2390_tone_map",
+    "bt2446a_tone_map",
+    "BT2446C_K1",
+    "BT2446C_K2",
+    "BT2446C_K3",
+    "BT2446C_K4",
+    "BT2446C_Y_SDR_IP",
+    "bt2446c_curve_parameters",
+    "bt2446c_curve",
+    "bt2446c_tone_map",
+    "hable_filmic",
+    "filmic_tone_map",
+    "sdr_bt709_signal",
+]
+
+
+def luminance(rgb_linear: Tensor, primaries: str = "bt2020") -> Tensor:
+    """Luminance Y of linear RGB (row 2 of the SMPTE RP 177 §3.3 normalised primary matrix).
+
+    Returns shape ``(..., 1, H, W)`` (the channel axis kept, size 1), same units as the input.
+    """
+    row = rgb_to_xyz_matrix(primaries)[1]
+    w = row.to(device=rgb_linear.device, dtype=rgb_linear.dtype).view(3, 1, 1)
+    return (rgb_linear * w).sum(dim=-3, keepdim=True)
+
+
+def bt2390_tone_map(
+    rgb_nits: Tensor,
+    source_peak: float,
+    target_peak: float,
+    target_black: float = 0.0,
+    mode: str = "maxrgb",
+) -> Tensor:
+    """Tone-map linear light (cd/m²) with the ITU-R BT.2390-10 §5.4.1 EETF → cd/m² ≤ ``target_peak``.
+
+    The EETF (:func:`bt2390_eetf`, Hermite knee in the PQ domain) is applied either to each of
+    the PQ-encoded R, G, B components (``mode="rgb"``, the per-component application of
+    BT.2390 §5.4.1), or to max(R, G, B) with all three components scaled by the same ratio
+    (``mode="maxrgb"``, hue- and saturation-preserving; BT.2390 §5.4.1 allows applying the
+    EETF to a luminance-like component).  Inputs above ``source_peak`` are first limited to it.
+    Used for the HDR grade's roll-off to a 1000 cd/m² mastering peak and for the BT.2390-style
+    HDR→SDR down-conversion to a 100–203 cd/m² SDR display.
+    """
+    x = rgb_nits.clamp(min=0.0)
+    kw = dict(source_black=0.0, source_peak=source_peak, target_black=target_black, target_peak=target_peak)
+    if mode == "rgb":
+        e = pq_encode(x.clamp(max=source_peak))
+        return pq_decode(bt2390_eetf(e, **kw)).clamp(max=target_peak)
+    if mode != "maxrgb":
+        raise ValueError(f"unknown mode {mode!r}; expected 'maxrgb' or 'rgb'")
+    m = x.amax(dim=-3, keepdim=True)
+    m_out = pq_decode(bt2390_eetf(pq_encode(m.clamp(max=source_peak)), **kw)).clamp(max=target_peak)
+    ratio = torch.where(m > 0, m_out / m.clamp(min=1e-12), torch.zeros_like(m))
+    return x * ratio
+
+
+def bt2446a_tone_map(rgb2020_nits: Tensor, l_hdr: float = 1000.0, l_sdr: float = 100.0) -> Tensor:
+    """Report ITU-R BT.2446-1 §4.1 (Method A) HDR→SDR: BT.2020 display light → SDR BT.2020 R'G'B'.
+
+    Steps of §4.1: normalise by L_HDR and apply the 1/2.4 gamma; luma Y' (BT.2020 weights);
+    ρ_HDR = 1 + 32·(L_HDR/10000)^(1/2.4), Y'_p = log(1 + (ρ_HDR − 1)·Y') / log(ρ_HDR);
+    the knee Y'_c = 1.077·Y'_p (Y'_p ≤ 0.7399), −1.1510·Y'_p² + 2.7811·Y'_p − 0.6302
+    (0.7399 < Y'_p < 0.9909), 0.5·Y'_p + 0.5 (Y'_p ≥ 0.9909);
+    Y'_SDR = (ρ_SDR^Y'_c − 1)/(ρ_SDR − 1) with ρ_SDR = 1 + 32·(L_SDR/10000)^(1/2.4);
+    colour correction f = Y'_SDR/(1.1·Y'), C'b,C'r scaled by f, Y'_TMO = Y'_SDR − max(0.1·C'r,TMO, 0).
+
+    Returns the non-linear (γ 2.4, BT.1886 with L_B = 0) SDR R'G'B' in BT.2020 primaries, not
+    clipped (gamut mapping to BT.709 is the caller's step).
+    """
+    rp = (rgb2020_nits.clamp(min=0.0) / l_hdr).clamp(max=1.0) ** (1.0 / 2.4)
+    ycc = rgb_to_ycbcr(rp, "bt2020")
+    y, cb, cr = ycc.unbind(-3)
+    rho_hdr = 1.0 + 32.0 * (l_hdr / 10000.0) ** (1.0 / 2.4)
+    rho_sdr = 1.0 + 32.0 * (l_sdr / 10000.0) ** (1.0 / 2.4)
+    yp = torch.log1p((rho_hdr - 1.0) * y.clamp(min=0.0)) / torch.log(torch.tensor(rho_hdr, dtype=y.dtype))
+    yc = torch.where(
+        yp <= 0.7399,
+        1.077 * yp,
+        torch.where(yp < 0.9909, -1.1510 * yp * yp + 2.7811 * yp - 0.6302, 0.5 * yp + 0.5),
+    )
+    y_sdr = (rho_sdr**yc - 1.0) / (rho_sdr - 1.0)
+    f = y_sdr / (1.1 * y).clamp(min=1e-6)
+    cb_t, cr_t = f * cb, f * cr
+    y_t = y_sdr - (0.1 * cr_t).clamp(min=0.0)
+    return ycbcr_to_rgb(torch.stack((y_t, cb_t, cr_t), dim=-3), "bt2020")
+
+
+#: Report ITU-R BT.2446-1 §6.1.4 (Method C) tone-curve parameters, as printed there.
+BT2446C_K1 = 0.83802
+BT2446C_K2 = 15.09968
+BT2446C_K3 = 0.74204
+BT2446C_K4 = 78.99439
+#: SDR luminance (cd/m²) at the inflection point; Y_HDR,ip = Y_SDR,ip / k1 ≈ 69.8 cd/m².
+BT2446C_Y_SDR_IP = 58.5
+
+
+def bt2446c_curve_parameters(
+    k1: float = BT2446C_K1, k3: float = BT2446C_K3, y_sdr_ip: float = BT2446C_Y_SDR_IP
+) -> tuple[float, float, float]:
+    """(Y_HDR,ip, k2, k4) of the BT.2446-1 §6.1.4 curve derived from k1, k3 and Y_SDR,ip.
+
+    Y_HDR,ip = Y_SDR,ip / k1; k2 = k1·(1 − k3)·Y_HDR,ip and k4 = k1·Y_HDR,ip − k2·ln(1 − k3)
+    make the log segment continuous in value and slope at the inflection point.  For the
+    Report's k1, k3 and Y_SDR,ip this reproduces its printed k2 = 15.09968 and k4 = 78.99439
+    to within 0.1% (the printed constants are used by default).
+    """
+    y_hdr_ip = y_sdr_ip / k1
+    k2 = k1 * (1.0 - k3) * y_hdr_ip
+    k4 = k1 * y_hdr_ip - k2 * math.log(1.0 - k3)
+    return y_hdr_ip, k2, k4
+
+
+def bt2446c_curve(
+    y_hdr: Tensor,
+    k1: float = BT2446C_K1,
+    k2: float = BT2446C_K2,
+    k3: float = BT2446C_K3,
+    k4: float = BT2446C_K4,
+    y_sdr_ip: float = BT2446C_Y_SDR_IP,
+) -> Tensor:
+    """BT.2446-1 §6.1.4 tone curve on luminance in cd/m²: Y_SDR = k1·Y_HDR below
+    Y_HDR,ip = Y_SDR,ip/k1, k2·ln(Y_HDR/Y_HDR,ip − k3) + k4 above.  Output in SDR cd/m²
+    (100 = 100% SDR); 1000 cd/m² maps to ≈ 118 cd/m², i.e. ≈ 107% SDR signal (super-white)."""
+    y_ip = y_sdr_ip / k1
+    y = y_hdr.clamp(min=0.0)
+    log_seg = k2 * torch.log((y / y_ip - k3).clamp(min=1e-6)) + k4
+    return torch.where(y < y_ip, k1 * y, log_seg)
+
+
+def bt2446c_tone_map(
+    rgb2020_nits: Tensor,
+    alpha: float = 0.15,
+) -> Tensor:
+    """Report ITU-R BT.2446-1 §6.1 (Method C) HDR→SDR on linear BT.2020 display light (cd/m²).
+
+    §6.1.2 crosstalk matrix [[1−2α, α, α], [α, 1−2α, α], [α, α, 1−2α]] (0 ≤ α ≤ 0.33);
+    §6.1.3–6.1.5 Yxy conversion, tone curve on Y (:func:`bt2446c_curve`), x and y kept — which
+    equals scaling XYZ, hence RGB, by Y_SDR/Y_HDR; §6.1.6 inverse crosstalk matrix.  The
+    optional §6.1.8 chroma correction is not applied.  Returns linear SDR BT.2020 display light
+    in cd/m² (100 = 100% SDR), unclipped; the caller applies the inverse SDR EOTF (§6.1.7).
+    """
+    a = float(alpha)
+    ct = torch.tensor([[1 - 2 * a, a, a], [a, 1 - 2 * a, a], [a, a, 1 - 2 * a]], dtype=torch.float64)
+    x = apply_matrix(rgb2020_nits.clamp(min=0.0), ct)
+    y = luminance(x, "bt2020")
+    y_sdr = bt2446c_curve(y)
+    ratio = torch.where(y > 0, y_sdr / y.clamp(min=1e-12), torch.zeros_like(y))
+    return apply_matrix(x * ratio, torch.linalg.inv(ct))
+
+
+def hable_filmic(x: Tensor) -> Tensor:
+    """J. Hable's filmic curve ("Uncharted 2: HDR Lighting", GDC 2010), unnormalised:
+    ((x(Ax+CB)+DE)/(x(Ax+B)+DF)) − E/F with A=0.15, B=0.50, C=0.10, D=0.20, E=0.02, F=0.30."""
+    a, b, c, d, e, f = 0.15, 0.50, 0.10, 0.20, 0.02, 0.30
+    x = x.clamp(min=0.0)
+    return (x * (a * x + c * b) + d * e) / (x * (a * x + b) + d * f) - e / f
+
+
+def filmic_tone_map(
+    rgb_nits: Tensor, exposure: float = 2.0, white: float = 11.2, reference_white: float = SDR_REFERENCE_WHITE_NITS
+) -> Tensor:
+    """Filmic HDR→SDR: Hable's curve per component on ``exposure``·L/L_ref, normalised by the
+    curve at the linear white point ``white`` (GDC 2010; the de-facto game "filmic" look).
+
+    ``reference_white``: the HDR level treated as 1.0 (BT.2408 HDR Reference White, 203 cd/m²).
+    Returns linear SDR display light relative to the SDR peak (1.0 = 100% SDR), in [0, 1]
+    for inputs up to ``white``·L_ref/``exposure``.
+    """
+    x = rgb_nits.clamp(min=0.0) * (exposure / reference_white)
+    w = hable_filmic(torch.tensor(white, dtype=torch.float64)).item()
+    return (hable_filmic(x) / w).clamp(max=1.0)
+
+
+def sdr_bt709_signal(rgb2020_relative: Tensor, l_w: float = 1.0) -> Tensor:
+    """Linear SDR BT.2020 display light → BT.709 R'G'B' signal in [0, 1].
+
+    BT.2020 → BT.709 primaries (inverse of the BT.2087-0 §2 matrix), gamut clip of each
+    component to [0, l_w], then the ITU-R BT.1886 Annex 1 inverse EOTF (γ 2.4, L_B = 0, peak
+    ``l_w`` in the input's units; relative input has l_w = 1).
+    """
+    lin709 = bt2020_to_bt709(rgb2020_relative).clamp(0.0, l_w)
+    return bt1886_inverse_eotf(lin709, l_w=l_w, l_b=0.0).clamp(0.0, 1.0)
