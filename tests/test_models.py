@@ -23,6 +23,15 @@ AGCM_SHA256 = "cd60200bbced1856c17f8a96b13ce56cb578dfe08a682ab2676a09be98066c82"
 ALL = ["irnet-2", "irnet-1-48", "irnet-5-x2", "irnet-5-x4", "gpgmnet-x2", "gpgmnet-x4", "agcm"]
 
 
+@pytest.fixture(autouse=True, scope="module")
+def _single_thread():
+    """Tiny tensors: one intra-op thread is as fast, and immune to oversubscribed CPUs."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 def _seeded(name: str, seed: int = 0, **options) -> ITMModel:
     torch.manual_seed(seed)
     return models.create(name, **options)
@@ -437,6 +446,8 @@ def test_load_model_colour_domain_from_metadata(tmp_path):
     path = models.save_weights(m, tmp_path / "official.safetensors")
     assert models.load_model(None, path).colour_domain == "ycrcb601"
     assert models.load_model("irnet-2", path, colour_domain="rgb").colour_domain == "rgb"
+    # load_weights applies the domain the weights were saved with
+    assert models.load_weights(models.create("irnet-2"), path).colour_domain == "ycrcb601"
 
 
 def test_mismatched_keys_and_shapes_raise_clear_error(tmp_path):
@@ -492,3 +503,14 @@ def test_sha256_file(tmp_path):
     p = tmp_path / "f.bin"
     p.write_bytes(b"abc")
     assert models.sha256_file(p) == "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
+
+
+@pytest.mark.parametrize("name", ALL)
+def test_training_step_gives_finite_gradients(name):
+    model = _seeded(name).train()
+    x = torch.rand(2, 3, 32, 32)
+    out = model(x)
+    assert out.shape[-1] == 32 * model.scale
+    out.square().mean().backward()
+    grads = [p.grad for p in model.parameters()]
+    assert all(g is not None and torch.isfinite(g).all() for g in grads)

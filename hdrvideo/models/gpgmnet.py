@@ -44,6 +44,9 @@ Design guesses (everything the paper text leaves open)
     (ONNX Resize cubic, coeff −0.75, half-pixel) added to the tail output.
 13. Everything works in R'G'B' (our training data), like the rest of the project.
 
+Training note: the colour branch pools 5 times (÷32) before a BatchNorm, so train with crops
+of at least 48 px or batches of at least 2 (BatchNorm needs more than one value per channel).
+
 Global context: the 12-d prior (``compute_context``); everything else is local, so with a fixed
 prior, tiles with an overlap of at least twice ``receptive_radius`` reproduce the full frame.
 """

@@ -142,9 +142,20 @@ def load_state_dict_strict(model: nn.Module, sd: Mapping[str, Tensor], source: s
 
 
 def load_weights(model: nn.Module, path: str | os.PathLike) -> nn.Module:
-    """Load ``path`` (.safetensors / .pth / .pt) into ``model`` strictly; returns ``model``."""
-    sd, _ = read_state_dict(path)
-    return load_state_dict_strict(model, sd, source=str(path))
+    """Load ``path`` (.safetensors / .pth / .pt) into ``model`` strictly; returns ``model``.
+
+    A safetensors file written by :func:`save_weights` records the colour domain the weights
+    were trained in; it is applied to ``model.colour_domain`` (weights only work in their own
+    domain).  Other files leave the model's domain as it is.
+    """
+    from .base import COLOUR_DOMAINS
+
+    sd, meta = read_state_dict(path)
+    load_state_dict_strict(model, sd, source=str(path))
+    domain = meta.get("colour_domain")
+    if domain in COLOUR_DOMAINS and hasattr(model, "colour_domain"):
+        model.colour_domain = domain
+    return model
 
 
 def save_weights(model: nn.Module, path: str | os.PathLike, metadata: dict[str, str] | None = None) -> Path:
