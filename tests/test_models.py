@@ -448,6 +448,9 @@ def test_load_model_colour_domain_from_metadata(tmp_path):
     assert models.load_model("irnet-2", path, colour_domain="rgb").colour_domain == "rgb"
     # load_weights applies the domain the weights were saved with
     assert models.load_weights(models.create("irnet-2"), path).colour_domain == "ycrcb601"
+    assert models.load_model("irnet-2", path, colour_domain=None).colour_domain == "ycrcb601"
+    sd = models.read_state_dict(path)
+    assert isinstance(sd, dict) and set(sd) == set(m.state_dict())
 
 
 def test_mismatched_keys_and_shapes_raise_clear_error(tmp_path):

@@ -90,7 +90,12 @@ def unwrap_state_dict(obj: Any) -> dict[str, Tensor]:
     return sd
 
 
-def read_state_dict(path: str | os.PathLike) -> tuple[dict[str, Tensor], dict[str, str]]:
+def read_state_dict(path: str | os.PathLike) -> dict[str, Tensor]:
+    """Read ``path`` → the unwrapped ``{name: tensor}`` state_dict on CPU (any supported format)."""
+    return _read(path)[0]
+
+
+def _read(path: str | os.PathLike) -> tuple[dict[str, Tensor], dict[str, str]]:
     """Read ``path`` → (unwrapped state_dict on CPU, metadata).  Metadata only for safetensors."""
     path = Path(path)
     if not path.is_file():
@@ -150,7 +155,7 @@ def load_weights(model: nn.Module, path: str | os.PathLike) -> nn.Module:
     """
     from .base import COLOUR_DOMAINS
 
-    sd, meta = read_state_dict(path)
+    sd, meta = _read(path)
     load_state_dict_strict(model, sd, source=str(path))
     domain = meta.get("colour_domain")
     if domain in COLOUR_DOMAINS and hasattr(model, "colour_domain"):
@@ -200,11 +205,14 @@ def load_model(name: str | None, weights_path: str | os.PathLike, **options: Any
 
     When the file is a safetensors written by :func:`save_weights`, its ``arch`` metadata is
     used if ``name`` is None (checked against the tensors) and its ``colour_domain`` becomes the
-    default ``colour_domain`` option.  Returns the model in eval mode.
+    default ``colour_domain`` option (an explicit ``colour_domain=None`` also means "from the
+    file, else rgb").  Returns the model in eval mode.
     """
     from .registry import _REGISTRY, create, detect
 
-    sd, meta = read_state_dict(weights_path)
+    sd, meta = _read(weights_path)
+    if options.get("colour_domain") is None:
+        options.pop("colour_domain", None)
     if name is None:
         meta_arch = meta.get("arch")
         if meta_arch in _REGISTRY and _REGISTRY[meta_arch].signature == {k: tuple(v.shape) for k, v in sd.items()}:
