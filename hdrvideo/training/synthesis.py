@@ -63,6 +63,8 @@ __all__ = [
     "bicubic_downscale",
     "h264_round_trip",
     "build_synthetic_set",
+    "standard_test_config",
+    "export_png",
 ]
 
 #: Held-out scenes (one or two of each kind: outdoor, sunset, night, indoor, studio, chapel).
@@ -420,4 +422,43 @@ def build_synthetic_set(
             view_meta[i].setdefault("crf", {})[f"x{s}"] = crfs[i].tolist()
     meta = {"config": cfg_dict, "scenes": chosen, "held_out": test if cfg.split == "train" else train, "views": view_meta}
     meta_path.write_text(json.dumps(meta, indent=1))
+    return out
+
+
+def standard_test_config(seed: int = 0) -> SynthConfig:
+    """The held-out evaluation set used for the shipped weights' metrics.
+
+    12 crops of 256×192 per held-out scene, spaced evenly around the horizon; one SDR rendition
+    per crop with the four down-conversions cycled over the crops; H.264 on about half.
+    """
+    return SynthConfig(
+        split="test", views_per_scene=12, height=192, width=256, variants=1, seed=seed, balanced_methods=True
+    )
+
+
+def export_png(cache_dir: str | Path, out_dir: str | Path, split: str | None = None) -> Path:
+    """Write a synthetic cache as PNG folders in the HDRTV1K layout (variant 0 of each view).
+
+    ``{split}_hdr/NAME.png`` (16-bit PQ BT.2020 R'G'B'), ``{split}_sdr/NAME.png`` (8-bit BT.709)
+    and ``{split}_sdr_x{s}/NAME.png`` for each SR scale in the cache; ``split`` defaults to the
+    cache's own.  Returns ``out_dir``.
+    """
+    from .imageio import write_png
+
+    src, out = Path(cache_dir), Path(out_dir)
+    meta = json.loads((src / "meta.json").read_text())
+    split = split or meta["config"]["split"]
+    hdr = np.load(src / "hdr.npy", mmap_mode="r")
+    names = [f"{v['scene']}_{i:04d}" for i, v in enumerate(meta["views"])]
+    d = out / f"{split}_hdr"
+    d.mkdir(parents=True, exist_ok=True)
+    for i, n in enumerate(names):
+        write_png(d / f"{n}.png", np.ascontiguousarray(hdr[i].transpose(1, 2, 0)))
+    for s in meta["config"]["scales"]:
+        sdr = np.load(src / f"sdr_x{s}.npy", mmap_mode="r")
+        d = out / (f"{split}_sdr" if s == 1 else f"{split}_sdr_x{s}")
+        d.mkdir(parents=True, exist_ok=True)
+        for i, n in enumerate(names):
+            write_png(d / f"{n}.png", np.ascontiguousarray(sdr[i, 0].transpose(1, 2, 0)))
+    (out / "SYNTHESIS.json").write_text(json.dumps({"config": meta["config"], "scenes": meta["scenes"]}, indent=1))
     return out

@@ -1,0 +1,202 @@
+"""Typer command functions for training and evaluation (registered by ``hdrvideo.cli``).
+
+    hdrvideo train --arch irnet-2 --synth PHOTOS_DIR --out runs/itm [--steps N] [--resume]
+    hdrvideo train --arch irnet-5-x4 --data HDRTV1K_DIR --out runs/sr4
+    hdrvideo eval --preset sr4-itm --data DIR [--weights W] [--json]
+    hdrvideo synth --photos PHOTOS_DIR --out DIR [--split test]    (HDRTV1K-layout PNGs)
+
+Bad input raises :class:`hdrvideo.errors.InputError` with a one-line message.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from ..errors import InputError
+
+__all__ = ["train_command", "eval_command", "synth_command"]
+
+
+def _device(device: str | None) -> str:
+    import torch
+
+    if device in (None, "auto"):
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise InputError("--device cuda requested but no CUDA device is available")
+    return device
+
+
+def _photos_dir(path: Path) -> Path:
+    if not path.is_dir():
+        raise InputError(f"photos folder not found: {path}")
+    if not any(path.glob("*.hdr")):
+        raise InputError(f"no .hdr photographs in {path}")
+    return path
+
+
+def _default_cache(kind: str, photos: Path, seed: int) -> Path:
+    import hashlib
+
+    from platformdirs import user_cache_dir
+
+    h = hashlib.sha1(str(photos.resolve()).encode()).hexdigest()[:10]
+    return Path(user_cache_dir("hdrvideo")) / "synth" / f"{kind}-{h}-s{seed}"
+
+
+def train_command(
+    arch: Annotated[str, typer.Option("--arch", help="architecture: irnet-2, irnet-5-x2, irnet-5-x4, gpgmnet-x4, …")],
+    out: Annotated[Path, typer.Option("--out", help="run directory (checkpoint.pt, log.jsonl, <arch>.safetensors)")],
+    data: Annotated[
+        Optional[Path], typer.Option("--data", help="paired folder (HDRTV1K layout: train_sdr/ + train_hdr/) or a synthetic cache")
+    ] = None,
+    synth: Annotated[
+        Optional[Path], typer.Option("--synth", help="folder of scene-linear .hdr photographs to synthesise pairs from")
+    ] = None,
+    cache: Annotated[Optional[Path], typer.Option("--cache", help="where the synthetic set is cached")] = None,
+    steps: Annotated[int, typer.Option("--steps", min=1, help="optimiser steps")] = 10000,
+    batch: Annotated[int, typer.Option("--batch", min=1)] = 16,
+    patch: Annotated[int, typer.Option("--patch", min=8, help="input (low-resolution) patch size")] = 64,
+    lr: Annotated[float, typer.Option("--lr", help="initial learning rate (Adam)")] = 5e-4,
+    cycles: Annotated[int, typer.Option("--cycles", min=1, help="cosine warm-restart cycles (lengths double)")] = 2,
+    seed: Annotated[int, typer.Option("--seed")] = 0,
+    device: Annotated[str, typer.Option("--device", help="cpu, cuda, cuda:N or auto")] = "auto",
+    threads: Annotated[Optional[int], typer.Option("--threads", min=1, help="torch CPU threads")] = None,
+    init: Annotated[Optional[Path], typer.Option("--init", help="warm start from weights with matching tensor names")] = None,
+    resume: Annotated[bool, typer.Option("--resume", help="continue from OUT/checkpoint.pt")] = False,
+    checkpoint_every: Annotated[int, typer.Option("--checkpoint-every", min=1)] = 200,
+    quiet: Annotated[bool, typer.Option("--quiet", help="no progress bar")] = False,
+) -> None:
+    """Train an SDR→HDR10 network (L1 loss, Adam, cosine annealing with warm restarts)."""
+    from ..models import architecture_names
+    from .train import TrainConfig, train
+
+    if arch not in architecture_names():
+        raise InputError(f"unknown architecture {arch!r}; choose one of {', '.join(architecture_names())}")
+    if (data is None) == (synth is None):
+        raise InputError("give exactly one of --data DIR or --synth PHOTOS_DIR")
+    if data is not None and not data.is_dir():
+        raise InputError(f"data folder not found: {data}")
+    if synth is not None:
+        _photos_dir(synth)
+    if init is not None and not init.is_file():
+        raise InputError(f"--init file not found: {init}")
+    if resume and not (out / "checkpoint.pt").is_file():
+        raise InputError(f"nothing to resume: {out / 'checkpoint.pt'} does not exist")
+    dev = _device(device)
+    cfg = TrainConfig(
+        arch=arch,
+        out_dir=str(out),
+        data=str(data) if data else None,
+        synth=str(synth) if synth else None,
+        cache_dir=str(cache) if cache else (str(_default_cache("train", synth, seed)) if synth else None),
+        steps=steps,
+        batch=batch,
+        patch=patch,
+        lr=lr,
+        cycles=cycles,
+        seed=seed,
+        device=dev,
+        threads=threads,
+        checkpoint_every=checkpoint_every,
+        init=str(init) if init else None,
+    )
+    try:
+        result = train(cfg, resume=resume, progress=not quiet)
+    except (FileNotFoundError, ValueError) as err:
+        raise InputError(str(err).splitlines()[0]) from err
+    from rich.console import Console
+
+    con = Console()
+    msg = f"{arch}: {result['step']} steps, {result['elapsed_s']:.0f} s, loss (EMA) {result['loss_ema']:.4f}"
+    if result.get("weights"):
+        msg += f"; weights: {result['weights']}"
+    con.print(msg)
+
+
+def eval_command(
+    preset: Annotated[str, typer.Option("--preset", help="preset to evaluate (itm, sr2-itm, sr4-itm, sr4-itm-gpgm, or .toml)")],
+    data: Annotated[
+        Optional[Path], typer.Option("--data", help="paired test folder (HDRTV1K layout: test_sdr/ + test_hdr/) or a synthetic cache")
+    ] = None,
+    synth: Annotated[
+        Optional[Path], typer.Option("--synth", help="build the standard held-out set from these .hdr photographs instead")
+    ] = None,
+    cache: Annotated[Optional[Path], typer.Option("--cache", help="where the synthetic held-out set is cached")] = None,
+    weights: Annotated[Optional[Path], typer.Option("--weights", help="weights file instead of the preset's")] = None,
+    baseline: Annotated[str, typer.Option("--baseline", help="classical preset to compare against")] = "bt2408",
+    device: Annotated[str, typer.Option("--device", help="cpu, cuda, cuda:N or auto")] = "auto",
+    limit: Annotated[Optional[int], typer.Option("--limit", min=1, help="evaluate only the first N images")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="print the report as JSON")] = False,
+    per_image: Annotated[bool, typer.Option("--per-image", help="include per-image figures in the JSON")] = False,
+    threads: Annotated[Optional[int], typer.Option("--threads", min=1, help="torch CPU threads")] = None,
+) -> None:
+    """PSNR / SSIM / ΔE_ITP of a preset and of the classical baseline on the same paired data."""
+    import torch
+
+    from ..errors import HdrvideoError
+    from .evaluate import evaluate_preset, report_table
+
+    if threads:
+        torch.set_num_threads(threads)
+    if (data is None) == (synth is None):
+        raise InputError("give exactly one of --data DIR or --synth PHOTOS_DIR")
+    if weights is not None and not weights.is_file():
+        raise InputError(f"weights file not found: {weights}")
+    if data is not None:
+        if not data.is_dir():
+            raise InputError(f"data folder not found: {data}")
+        target = data
+    else:
+        from .synthesis import build_synthetic_set, standard_test_config
+
+        _photos_dir(synth)
+        target = cache or _default_cache("test", synth, 0)
+        build_synthetic_set(synth, target, standard_test_config())
+    try:
+        report = evaluate_preset(
+            preset, target, device=_device(device), weights=str(weights) if weights else None, baseline=baseline,
+            limit=limit, per_image=per_image,
+        )
+    except HdrvideoError:
+        raise
+    except (FileNotFoundError, ValueError) as err:
+        raise InputError(str(err).splitlines()[0]) from err
+    if as_json:
+        typer.echo(json.dumps(report, indent=1))
+    else:
+        from rich.console import Console
+
+        con = Console()
+        con.print(report_table(report))
+        verdict = "passes" if report["passes_bar"] else "does NOT pass"
+        con.print(f"{report['preset']} {verdict} the bar (≥ 1.0 dB PSNR over {report['baseline']} and lower ΔE_ITP)")
+
+
+def synth_command(
+    photos: Annotated[Path, typer.Option("--photos", help="folder of scene-linear .hdr photographs")],
+    out: Annotated[Path, typer.Option("--out", help="output folder ({split}_sdr/, {split}_hdr/, {split}_sdr_x2/, …)")],
+    split: Annotated[str, typer.Option("--split", help="test (held-out scenes) or train")] = "test",
+    views: Annotated[Optional[int], typer.Option("--views", min=1, help="crops per scene")] = None,
+    seed: Annotated[int, typer.Option("--seed")] = 0,
+    cache: Annotated[Optional[Path], typer.Option("--cache", help="cache folder for the arrays")] = None,
+) -> None:
+    """Synthesise SDR/HDR10 pairs from HDR photographs and write them as HDRTV1K-layout PNGs."""
+    from dataclasses import replace
+
+    from .synthesis import SynthConfig, build_synthetic_set, export_png, standard_test_config
+
+    _photos_dir(photos)
+    if split not in ("train", "test"):
+        raise InputError("--split must be train or test")
+    cfg = standard_test_config(seed) if split == "test" else SynthConfig(split="train", seed=seed, variants=1)
+    if views:
+        cfg = replace(cfg, views_per_scene=views)
+    c = cache or _default_cache(split, photos, seed)
+    build_synthetic_set(photos, c, cfg)
+    export_png(c, out, split)
+    typer.echo(f"wrote {split} pairs to {out}")
