@@ -18,7 +18,7 @@ import typer
 
 from ..errors import InputError
 
-__all__ = ["train_command", "eval_command", "synth_command"]
+__all__ = ["train_command", "eval_command", "synth_command", "register"]
 
 
 def _device(device: str | None) -> str:
@@ -200,3 +200,10 @@ def synth_command(
     build_synthetic_set(photos, c, cfg)
     export_png(c, out, split)
     typer.echo(f"wrote {split} pairs to {out}")
+
+
+def register(app, handle_errors=lambda f: f) -> None:
+    """Attach ``train``, ``eval`` and ``synth`` to the main typer app (called by hdrvideo.cli)."""
+    app.command("train")(handle_errors(train_command))
+    app.command("eval")(handle_errors(eval_command))
+    app.command("synth")(handle_errors(synth_command))
