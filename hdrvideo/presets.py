@@ -87,7 +87,7 @@ class Preset:
 
 
 def _builtin_dir():
-    return resources.files("hdrvideo.presets")
+    return resources.files("hdrvideo.preset_files")
 
 
 def list_presets() -> list[Preset]:
@@ -197,7 +197,7 @@ def find_weights(preset: Preset) -> Path | None:
     given = Path(preset.model.weights)
     if given.is_absolute():
         return given if given.is_file() else None
-    if preset.source and not preset.source.startswith(str(resources.files("hdrvideo.presets"))):
+    if preset.source and not preset.source.startswith(str(resources.files("hdrvideo.preset_files"))):
         beside = Path(preset.source).parent / given
         if beside.is_file():
             return beside

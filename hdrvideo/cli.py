@@ -1,0 +1,359 @@
+"""The ``hdrvideo`` command line: a thin typer layer over the Python API.
+
+Errors are one line on stderr with a documented exit code (0 ok, 1 conversion failed,
+2 usage or bad input, 3 partial batch); ``--debug`` shows the traceback.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import signal
+import sys
+from enum import Enum
+from pathlib import Path
+from typing import Annotated, Any, Callable, Optional
+
+import typer
+from rich.console import Console
+
+from .errors import HdrvideoError
+
+app = typer.Typer(
+    name="hdrvideo",
+    help="Convert SDR (BT.709) video to HDR10 (PQ, BT.2020, HEVC Main10) with classical or neural mapping.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+
+stdout = Console()
+stderr = Console(stderr=True)
+_state: dict[str, Any] = {"debug": False}
+log = logging.getLogger("hdrvideo")
+
+
+class LogLevel(str, Enum):
+    debug = "debug"
+    info = "info"
+    warning = "warning"
+    error = "error"
+
+
+class ProgressMode(str, Enum):
+    auto = "auto"
+    bar = "bar"
+    json = "json"
+    none = "none"
+
+
+@app.callback()
+def _main(
+    log_level: Annotated[LogLevel, typer.Option("--log-level", help="Logging verbosity.")] = LogLevel.warning,
+    debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks on errors.")] = False,
+) -> None:
+    _state["debug"] = debug
+    from rich.logging import RichHandler
+
+    handler = RichHandler(console=stderr, show_time=False, show_path=False, markup=False)
+    logging.basicConfig(level=getattr(logging, log_level.value.upper()), format="%(message)s", handlers=[handler], force=True)
+    # PyAV/FFmpeg logging is quiet unless debugging
+    import av.logging
+
+    av.logging.set_level(av.logging.VERBOSE if debug else av.logging.ERROR)
+
+
+def fail(message: str, code: int) -> typer.Exit:
+    stderr.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
+    return typer.Exit(code)
+
+
+def handle_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """Turn HdrvideoError/KeyboardInterrupt/anything into one line and an exit code."""
+    import functools
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(*args, **kwargs)
+        except typer.Exit:
+            raise
+        except HdrvideoError as err:
+            if _state["debug"]:
+                stderr.print_exception()
+            raise fail(str(err).splitlines()[0] if str(err) else type(err).__name__, err.exit_code) from None
+        except KeyboardInterrupt:
+            raise fail("interrupted; no output was written", 130) from None
+        except Exception as err:  # noqa: BLE001 - the CLI never shows a raw traceback
+            if _state["debug"]:
+                stderr.print_exception()
+            msg = str(err).splitlines()[0] if str(err) else ""
+            raise fail(f"internal error: {type(err).__name__}: {msg} (run with --debug for details)", 1) from None
+
+    return wrapper
+
+
+def _sigterm_to_interrupt() -> None:
+    """Docker/farm schedulers stop jobs with SIGTERM: clean up exactly as for Ctrl-C."""
+
+    def handler(signum, frame):  # noqa: ARG001
+        raise KeyboardInterrupt
+
+    try:
+        signal.signal(signal.SIGTERM, handler)
+    except ValueError:  # not in the main thread (embedded use)
+        pass
+
+
+# --------------------------------------------------------------------------------------
+# convert
+# --------------------------------------------------------------------------------------
+
+
+class _Progress:
+    """Progress sink: a rich bar on a TTY, JSON lines, or nothing."""
+
+    def __init__(self, mode: ProgressMode, total_hint: int = 0) -> None:
+        if mode == ProgressMode.auto:
+            mode = ProgressMode.bar if stderr.is_terminal else ProgressMode.none
+        self.mode = mode
+        self.bar = None
+        self.task = None
+
+    def __enter__(self) -> "_Progress":
+        if self.mode == ProgressMode.bar:
+            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+            self.bar = Progress(
+                TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
+                TextColumn("{task.fields[fps]:.1f} fps"), TimeRemainingColumn(), console=stderr, transient=True,
+            )
+            self.bar.__enter__()
+            self.task = self.bar.add_task("converting", total=None, fps=0.0)
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        if self.bar is not None:
+            self.bar.__exit__(*exc)
+
+    def __call__(self, event) -> None:
+        if self.mode == ProgressMode.json:
+            sys.stderr.write(json.dumps({"frame": event.frame, "total": event.total, "fps": event.fps,
+                                         "eta_s": event.eta_s, "stage": event.stage}) + "\n")
+            sys.stderr.flush()
+        elif self.bar is not None:
+            self.bar.update(self.task, completed=event.frame, total=event.total or None, fps=event.fps,
+                            description="muxing" if event.stage == "mux" else "converting")
+
+
+def print_report(report, as_json: bool) -> None:
+    if as_json:
+        stdout.print_json(json.dumps(report.to_dict()))
+        return
+    w, h = report.output_size
+    stdout.print(
+        f"[green]✓[/] {report.output}\n"
+        f"  {report.frames} frames {report.input_size[0]}×{report.input_size[1]} → {w}×{h}, "
+        f"{report.fps:.2f} fps, {report.seconds:.1f} s\n"
+        f"  preset {report.preset}: {report.processor}; {report.encoder}\n"
+        f"  MaxCLL {report.max_cll} cd/m², MaxFALL {report.max_fall} cd/m²",
+        highlight=False,
+    )
+    for w_ in report.warnings:
+        stderr.print(f"[yellow]warning:[/] {w_}", highlight=False)
+
+
+@app.command()
+@handle_errors
+def convert(
+    input: Annotated[Path, typer.Argument(help="SDR video file to convert.", show_default=False)],
+    output: Annotated[Optional[Path], typer.Option("-o", "--output", help="Output .mp4/.mov/.mkv (default: INPUT.hdr10.mp4 beside the input).")] = None,
+    preset: Annotated[str, typer.Option("-p", "--preset", help="Preset name (see `hdrvideo presets`) or a .toml file.")] = "bt2408",
+    weights: Annotated[Optional[Path], typer.Option("--weights", help="Weights (.safetensors/.pth) overriding the preset's.")] = None,
+    backend: Annotated[str, typer.Option("--backend", help="auto, torch, onnxruntime or tensorrt.")] = "auto",
+    device: Annotated[Optional[str], typer.Option("--device", help="cpu or cuda[:N] (default: cuda if present).")] = None,
+    start: Annotated[Optional[str], typer.Option("--start", help="Start time: seconds or HH:MM:SS.ms.")] = None,
+    duration: Annotated[Optional[str], typer.Option("--duration", help="Duration: seconds or HH:MM:SS.ms.")] = None,
+    encoder: Annotated[Optional[str], typer.Option("--encoder", help="libx265 (default) or hevc_nvenc.")] = None,
+    crf: Annotated[Optional[float], typer.Option("--crf", help="Constant quality (x265 CRF / NVENC CQ).")] = None,
+    x265_preset: Annotated[Optional[str], typer.Option("--x265-preset", help="x265 speed preset (ultrafast … placebo).")] = None,
+    batch: Annotated[Optional[int], typer.Option("--batch", help="Frames per batch on the device.")] = None,
+    tile: Annotated[Optional[int], typer.Option("--tile", help="Tile edge in input pixels for neural presets (0 = whole frame).")] = None,
+    force: Annotated[bool, typer.Option("-f", "--force", help="Overwrite an existing output.")] = False,
+    no_audio: Annotated[bool, typer.Option("--no-audio", help="Do not copy audio streams.")] = False,
+    no_subtitles: Annotated[bool, typer.Option("--no-subtitles", help="Do not copy subtitle streams.")] = False,
+    progress: Annotated[ProgressMode, typer.Option("--progress", help="Progress display; json writes one object per line to stderr.")] = ProgressMode.auto,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the final report as JSON on stdout.")] = False,
+) -> None:
+    """Convert an SDR video to HDR10 (HEVC Main10, PQ, BT.2020, ST 2086 + MaxCLL/MaxFALL)."""
+    from .pipeline import ConvertOptions, Pipeline
+
+    _sigterm_to_interrupt()
+    with _Progress(progress) as sink:
+        opts = ConvertOptions(
+            preset=preset, weights=str(weights) if weights else None, backend=backend, device=device,
+            start=start, duration=duration, encoder=encoder, crf=crf, x265_preset=x265_preset, batch=batch,
+            tile=tile, force=force, copy_audio=not no_audio, copy_subtitles=not no_subtitles,
+            progress=sink if sink.mode != ProgressMode.none else None,
+        )
+        report = Pipeline(input, output, opts).run()
+    if progress == ProgressMode.json:
+        sys.stderr.write(json.dumps({"frame": report.frames, "total": report.frames, "fps": report.fps, "eta_s": 0.0,
+                                     "stage": "done", "report": report.to_dict()}) + "\n")
+    print_report(report, as_json)
+
+
+# --------------------------------------------------------------------------------------
+# probe, presets, sample
+# --------------------------------------------------------------------------------------
+
+_PRIM_WORDS = {1: "BT.709", 5: "BT.601 PAL", 6: "BT.601 NTSC", 9: "BT.2020", 12: "Display P3"}
+_TRC_WORDS = {1: "BT.709", 6: "BT.601", 13: "sRGB/sYCC", 14: "BT.2020 (10-bit)", 16: "PQ", 18: "HLG"}
+_MAT_WORDS = {0: "Identity (RGB)", 1: "BT.709", 5: "BT.601", 6: "BT.601", 9: "BT.2020 non-constant", 10: "BT.2020 constant"}
+
+
+def _primaries_words(prim: dict[str, tuple[float, float]]) -> str:
+    from .colour import PRIMARIES
+
+    for name, words in (("p3-d65", "Display P3"), ("bt2020", "BT.2020"), ("bt709", "BT.709")):
+        p = PRIMARIES[name]
+        ref = {"red": p.red, "green": p.green, "blue": p.blue, "white": p.white}
+        if all(abs(prim[k][0] - ref[k][0]) < 5e-4 and abs(prim[k][1] - ref[k][1]) < 5e-4 for k in ref if k in prim):
+            return words
+    return ", ".join(f"{k[0].upper()}: x={v[0]:.4f} y={v[1]:.4f}" for k, v in prim.items())
+
+
+def probe_lines(info) -> list[tuple[str, str]]:
+    """(label, value) rows describing a file as mediainfo would."""
+    rows: list[tuple[str, str]] = [("File", info.path), ("Container", info.format)]
+    if info.duration:
+        rows.append(("Duration", f"{info.duration:.3f} s"))
+    v = info.video
+    if v is not None:
+        rows += [
+            ("Video", f"{v.codec} {v.width}×{v.height} {v.pix_fmt}" + (f" @ {float(v.rate):.3f} fps" if v.rate else "")),
+            ("Bit depth", f"{v.bit_depth} bits"),
+            ("Color range", {1: "Limited", 2: "Full"}.get(v.range_tag, "unspecified")),
+            ("Color primaries", _PRIM_WORDS.get(v.primaries_tag, "unspecified" if v.primaries_tag == 2 else str(v.primaries_tag))),
+            ("Transfer characteristics", _TRC_WORDS.get(v.transfer_tag, "unspecified" if v.transfer_tag == 2 else str(v.transfer_tag))),
+            ("Matrix coefficients", _MAT_WORDS.get(v.matrix_tag, "unspecified" if v.matrix_tag == 2 else str(v.matrix_tag))),
+        ]
+        if v.frames:
+            rows.append(("Frame count", str(v.frames)))
+    h = info.hdr10
+    if h.get("mastering_primaries"):
+        rows.append(("HDR format", "SMPTE ST 2086, HDR10 compatible"))
+        rows.append(("Mastering display color primaries", _primaries_words(h["mastering_primaries"])))
+        rows.append(("Mastering display luminance",
+                     f"min: {h['mastering_min_luminance']:.4f} cd/m2, max: {h['mastering_max_luminance']:g} cd/m2"))
+    if "max_cll" in h:
+        rows.append(("Maximum Content Light Level", f"{h['max_cll']} cd/m2"))
+        rows.append(("Maximum Frame-Average Light Level", f"{h['max_fall']} cd/m2"))
+    for s in info.streams:
+        if v is None or s.index != v.index:
+            rows.append((f"Stream #{s.index}", f"{s.type} {s.codec}" + (f" ({s.language})" if s.language else "")))
+    return rows
+
+
+@app.command()
+@handle_errors
+def probe(
+    file: Annotated[Path, typer.Argument(help="Media file to describe.", show_default=False)],
+    as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
+) -> None:
+    """Show colour tags and HDR10 metadata of a file, as mediainfo would report them."""
+    from .media.probe import probe as probe_file
+
+    info = probe_file(file)
+    if as_json:
+        stdout.print_json(json.dumps(info.to_dict(), default=str))
+        return
+    rows = probe_lines(info)
+    width = max(len(k) for k, _ in rows)
+    for k, val in rows:
+        stdout.print(f"{k:<{width}} : {val}", highlight=False, soft_wrap=True)
+
+
+@app.command()
+@handle_errors
+def presets(as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False) -> None:
+    """List the built-in presets."""
+    from .presets import DEFAULT_PRESET, find_weights, list_presets
+
+    items = list_presets()
+    if as_json:
+        stdout.print_json(json.dumps([
+            {"name": p.name, "description": p.description, "processor": p.processor, "scale": p.scale,
+             "arch": p.model.arch if p.model else None,
+             "weights_installed": (find_weights(p) is not None) if p.model else None,
+             "default": p.name == DEFAULT_PRESET}
+            for p in items
+        ]))
+        return
+    width = max(len(p.name) for p in items)
+    for p in items:
+        mark = " (default)" if p.name == DEFAULT_PRESET else ""
+        note = ""
+        if p.processor == "neural" and find_weights(p) is None:
+            note = "  [weights not installed: use --weights]"
+        stdout.print(f"{p.name:<{width}}  {p.description}{mark}{note}", highlight=False)
+
+
+@app.command()
+@handle_errors
+def sample(
+    path: Annotated[Path, typer.Argument(help="Where to write the clip.")] = Path("sample.mp4"),
+    size: Annotated[str, typer.Option("--size", help="WIDTHxHEIGHT (even).")] = "640x360",
+    seconds: Annotated[float, typer.Option("--seconds", help="Length in seconds.")] = 4.0,
+    force: Annotated[bool, typer.Option("-f", "--force", help="Overwrite an existing file.")] = False,
+) -> None:
+    """Write the built-in synthetic SDR sample clip (BT.709 H.264 + AAC)."""
+    from .errors import OutputExistsError, UsageError
+    from .media.sample import make_sample
+
+    try:
+        w, h = (int(v) for v in size.lower().split("x"))
+    except ValueError:
+        raise UsageError(f"--size must be WIDTHxHEIGHT, got {size!r}") from None
+    if w % 2 or h % 2 or w < 16 or h < 16:
+        raise UsageError("--size must be even and at least 16x16")
+    if path.exists() and not force:
+        raise OutputExistsError(f"{path} exists (use --force to overwrite)")
+    make_sample(str(path), w, h, seconds)
+    stdout.print(f"wrote {path}", highlight=False)
+
+
+def main() -> None:
+    """Console entry point."""
+    _register_optional_commands()
+    app()
+
+
+def _register_optional_commands() -> None:
+    """Attach the commands that live next to their stage (models, training, backends, farm)."""
+    import importlib
+
+    for module, names in (
+        ("hdrvideo.models.cli", ("models",)),
+        ("hdrvideo.training.cli", ("train", "eval")),
+        ("hdrvideo.backends.cli", ("export", "engine", "bench")),
+        ("hdrvideo.farm.cli", ("batch",)),
+    ):
+        try:
+            mod = importlib.import_module(module)
+        except ImportError as err:
+            if err.name and err.name.startswith("hdrvideo"):
+                continue  # stage not built yet
+            raise
+        if hasattr(mod, "register"):
+            mod.register(app, handle_errors)
+            continue
+        for name in names:
+            fn = getattr(mod, f"{name}_command", None)
+            if fn is not None:
+                app.command(name)(handle_errors(fn))
+
+
+if __name__ == "__main__":
+    main()

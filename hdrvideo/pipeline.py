@@ -1,0 +1,476 @@
+"""The conversion pipeline: decode → colour → processor → pack → encode → mux.
+
+Three threads joined by bounded queues, so decode, device work and encode overlap and memory
+does not grow with video length::
+
+    decode thread ──[queue]──▶ device thread ──[queue]──▶ encode thread ──▶ final mux
+    (PyAV, planes into       (YUV→R'G'B', processor,      (PyAV libx265 /
+     pooled buffers)          fit, CLL, 10-bit 4:2:0)      hevc_nvenc)
+
+Timestamps travel with the frames; nothing is recomputed from a frame rate.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import queue
+import resource
+import shutil
+import tempfile
+import threading
+import time
+from dataclasses import asdict, dataclass, field
+from fractions import Fraction
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from . import colour
+from .errors import HdrvideoError, InputError, OutputExistsError, UsageError
+from .media.decode import Decoder, FrameBatch, PlaneLayout, parse_time
+from .media.encode import ENCODERS, EncoderConfig, HevcEncoder
+from .media.hdr10_boxes import MasteringMetadata
+from .media.mux import OUTPUT_FORMATS, StreamWindow, mux_final, output_format
+from .media.probe import VideoInfo, probe, require_sdr_video
+from .presets import Preset, load_preset, output_size
+from .processors import Processor, build_processor
+from .processors.resample import resize_lanczos
+
+__all__ = ["ConvertOptions", "ProgressEvent", "Report", "Pipeline", "ProcessStage", "PackedBatch", "default_output"]
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class ProgressEvent:
+    frame: int
+    total: int  # 0 = unknown
+    fps: float
+    eta_s: float | None
+    stage: str  # "convert", "mux", "done"
+
+
+@dataclass
+class ConvertOptions:
+    """Everything a conversion can be told. ``None`` means "the preset's value"."""
+
+    preset: str | Preset = "bt2408"
+    weights: str | None = None
+    backend: str = "auto"
+    device: str | None = None
+    start: str | float | None = None
+    duration: str | float | None = None
+    encoder: str | None = None
+    crf: float | None = None
+    x265_preset: str | None = None
+    batch: int | None = None
+    tile: int | None = None
+    force: bool = False
+    copy_audio: bool = True
+    copy_subtitles: bool = True
+    queue_size: int = 2
+    progress: Callable[[ProgressEvent], None] | None = None
+
+
+@dataclass
+class Report:
+    """What a conversion did, with measured HDR10 light levels and per-stage timings."""
+
+    input: str
+    output: str
+    preset: str
+    processor: str
+    encoder: str
+    frames: int
+    seconds: float
+    fps: float
+    input_size: tuple[int, int]
+    output_size: tuple[int, int]
+    max_cll: int
+    max_fall: int
+    stage_seconds: dict[str, float]
+    warnings: list[str] = field(default_factory=list)
+    streams_copied: list[str] = field(default_factory=list)
+    peak_rss_mb: float = 0.0
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def default_output(src: str | os.PathLike[str]) -> Path:
+    """``movie.mp4`` → ``movie.hdr10.mp4`` beside the input (MP4 unless the input is MOV/MKV)."""
+    p = Path(src)
+    ext = p.suffix.lower() if p.suffix.lower() in OUTPUT_FORMATS else ".mp4"
+    return p.with_name(p.stem + ".hdr10" + ext)
+
+
+# --------------------------------------------------------------------------------------
+# The device stage (also used by `hdrvideo bench`)
+# --------------------------------------------------------------------------------------
+
+
+@dataclass
+class PackedBatch:
+    """10-bit 4:2:0 planes on the host, ready for the encoder, plus light-level measurements."""
+
+    y: np.ndarray  # (N,H,W) uint16
+    cb: np.ndarray  # (N,H/2,W/2) uint16
+    cr: np.ndarray
+    pts: list[int]
+    frame_max: np.ndarray  # (N,) max(R,G,B) in cd/m²
+    frame_mean: np.ndarray  # (N,) frame average of max(R,G,B) in cd/m²
+
+
+class ProcessStage:
+    """Everything between decoded planes and encoder planes, on one device.
+
+    planes → R'G'B' (source matrix, range, siting) → BT.709 primaries → processor →
+    fit into the output size (Lanczos) → Y'CbCr BT.2020 10-bit 4:2:0 → host.
+    MaxCLL/MaxFALL are measured on the R'G'B' reconstructed from the quantised 4:2:0 planes,
+    i.e. on the signal the encoder receives.
+    """
+
+    def __init__(
+        self,
+        processor: Processor,
+        layout: PlaneLayout,
+        info: VideoInfo,
+        out_size: tuple[int, int],
+        siting: str = "left",
+        measure: bool = True,
+    ) -> None:
+        self.processor = processor
+        self.layout = layout
+        self.info = info
+        self.out_w, self.out_h = out_size
+        self.siting = siting
+        self.measure = measure
+        self.device = processor.device
+
+    def to_rgb(self, planes: list[Tensor]) -> Tensor:
+        lay = self.layout
+        dev = self.device
+        planes = [p.to(dev, non_blocking=True) for p in planes]
+        if lay.bit_depth > 8:  # 16-bit containers hold uint16 bits in int16
+            planes = [p.to(torch.int32) & 0xFFFF for p in planes]
+        if lay.kind == "rgb":
+            top = float(2**lay.bit_depth - 1)
+            rgb = torch.stack([p.to(torch.float32) / top for p in planes], dim=1)
+        elif lay.kind == "gray":
+            rgb = colour.planes_to_rgb(planes[0], None, None, self.info.matrix, lay.bit_depth, self.info.full_range)
+        else:
+            rgb = colour.planes_to_rgb(
+                planes[0], planes[1], planes[2], self.info.matrix, lay.bit_depth, self.info.full_range,
+                self.info.chroma_siting,
+            )
+        rgb = rgb.clamp_(0.0, 1.0)
+        if self.info.primaries != "bt709":
+            rgb = colour.convert_primaries_display(rgb, self.info.primaries, "bt709")
+        return rgb
+
+    def pack(self, hdr: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        if hdr.shape[-2:] != (self.out_h, self.out_w):
+            hdr = resize_lanczos(hdr, self.out_h, self.out_w).clamp_(0.0, 1.0)
+        return colour.rgb_to_planes(hdr, "bt2020", 10, False, self.siting)
+
+    @torch.inference_mode()
+    def __call__(self, planes: list[Tensor], pts: list[int]) -> PackedBatch:
+        rgb = self.to_rgb(planes)
+        hdr = self.processor(rgb)
+        y, cb, cr = self.pack(hdr)
+        n = y.shape[0]
+        if self.measure:
+            rec = colour.planes_to_rgb(y, cb, cr, "bt2020", 10, False, self.siting).clamp_(0.0, 1.0)
+            fmax, fmean = colour.content_light_level(rec)
+            fmax, fmean = fmax.double().cpu().numpy(), fmean.double().cpu().numpy()
+        else:
+            fmax = fmean = np.zeros(n)
+        to_host = lambda t: t.to(torch.int16).cpu().numpy().view(np.uint16)  # noqa: E731
+        return PackedBatch(to_host(y), to_host(cb), to_host(cr), list(pts), fmax, fmean)
+
+
+# --------------------------------------------------------------------------------------
+# The pipeline
+# --------------------------------------------------------------------------------------
+
+_END = object()
+
+
+class _Stop(Exception):
+    pass
+
+
+class Pipeline:
+    """One conversion. Build it, then :meth:`run` it; no global state is touched."""
+
+    def __init__(self, src: str | os.PathLike[str], dst: str | os.PathLike[str] | None = None,
+                 options: ConvertOptions | None = None, **overrides: Any) -> None:
+        self.options = options or ConvertOptions()
+        for key, value in overrides.items():
+            if not hasattr(self.options, key):
+                raise UsageError(f"unknown option {key!r}")
+            setattr(self.options, key, value)
+        self.src = str(src)
+        self.dst = str(dst) if dst is not None else str(default_output(src))
+        self._stop = threading.Event()
+        self._errors: list[BaseException] = []
+        self._frames_done = 0
+        self._busy: dict[str, float] = {"decode": 0.0, "process": 0.0, "encode": 0.0, "mux": 0.0}
+
+    # -- setup ----------------------------------------------------------------------------
+    def _check_paths(self) -> None:
+        output_format(self.dst)  # validates the extension
+        if os.path.abspath(self.dst) == os.path.abspath(self.src):
+            raise UsageError("output must differ from the input")
+        if os.path.exists(self.dst) and not self.options.force:
+            raise OutputExistsError(f"output exists: {self.dst} (use --force to overwrite)")
+        parent = os.path.dirname(os.path.abspath(self.dst))
+        if not os.path.isdir(parent):
+            raise UsageError(f"output directory does not exist: {parent}")
+
+    def _preset(self, info: VideoInfo) -> Preset:
+        opt = self.options
+        preset = opt.preset if isinstance(opt.preset, Preset) else load_preset(opt.preset)
+        preset = preset.resolve(info.height)
+        enc = preset.encode
+        changes: dict[str, Any] = {}
+        if opt.encoder is not None or opt.crf is not None or opt.x265_preset is not None:
+            changes["encode"] = enc.__class__(
+                encoder=opt.encoder or enc.encoder,
+                crf=enc.crf if opt.crf is None else float(opt.crf),
+                x265_preset=opt.x265_preset or enc.x265_preset,
+                chroma_siting=enc.chroma_siting,
+            )
+        if opt.batch is not None:
+            if opt.batch < 1:
+                raise UsageError("--batch must be ≥ 1")
+            changes["batch"] = int(opt.batch)
+        if opt.tile is not None:
+            changes["tile"] = int(opt.tile)
+        return preset.replace(**changes) if changes else preset
+
+    # -- threads --------------------------------------------------------------------------
+    def _put(self, q: queue.Queue, item: Any) -> None:
+        while True:
+            if self._stop.is_set():
+                raise _Stop
+            try:
+                q.put(item, timeout=0.1)
+                return
+            except queue.Full:
+                continue
+
+    def _get(self, q: queue.Queue) -> Any:
+        while True:
+            if self._stop.is_set():
+                raise _Stop
+            try:
+                return q.get(timeout=0.1)
+            except queue.Empty:
+                continue
+
+    def _guard(self, fn: Callable[[], None]) -> Callable[[], None]:
+        def run() -> None:
+            try:
+                fn()
+            except _Stop:
+                pass
+            except BaseException as err:  # noqa: BLE001 - re-raised in the main thread
+                self._errors.append(err)
+                self._stop.set()
+
+        return run
+
+    def run(self) -> Report:
+        """Convert; the output appears atomically at ``self.dst`` only on success."""
+        t_start = time.perf_counter()
+        opt = self.options
+        self._check_paths()
+        info = probe(self.src)
+        video = require_sdr_video(info)
+        preset = self._preset(video)
+        start = parse_time(opt.start)
+        duration = parse_time(opt.duration)
+        if duration is not None and duration <= 0:
+            raise InputError("--duration must be positive")
+        if start is not None and video.duration and start >= Fraction(video.duration).limit_denominator(10**6):
+            raise InputError(f"--start {float(start):g}s is beyond the end of the video ({video.duration:.3f}s)")
+        out_w, out_h = output_size(video.width, video.height, preset.scale, preset.target)
+        device = opt.device or ("cuda" if torch.cuda.is_available() else "cpu")
+        processor = build_processor(preset, device=device, weights=opt.weights, backend=opt.backend)
+        warnings = [f"assumed {a}" for a in video.assumed]
+        for w in warnings:
+            log.warning("%s", w)
+
+        decoder = Decoder(self.src, video, start, duration, batch=preset.batch,
+                          pin_memory=torch.device(device).type == "cuda", buffers=opt.queue_size + 2)
+        stage = ProcessStage(processor, decoder.layout, video, (out_w, out_h), preset.encode.chroma_siting)
+        total = video.estimated_frames
+        if duration is not None and video.rate:
+            total = min(total or 10**12, int(math.ceil(duration * video.rate)))
+        if start is not None and video.rate and video.duration:
+            remaining = int(math.ceil((Fraction(video.duration).limit_denominator(10**6) - start) * video.rate))
+            total = min(total or remaining, remaining)
+
+        mastering = MasteringMetadata(preset.mastering.primaries, preset.mastering.max_luminance,
+                                      preset.mastering.min_luminance)
+        tmpdir = tempfile.mkdtemp(prefix=f".{Path(self.dst).name}.", suffix=".hdrvideo-tmp",
+                                  dir=os.path.dirname(os.path.abspath(self.dst)))
+        try:
+            return self._run(t_start, info.path, video, preset, processor, decoder, stage, total,
+                             (out_w, out_h), mastering, tmpdir, warnings)
+        finally:
+            shutil.rmtree(tmpdir, ignore_errors=True)
+
+    def _run(self, t_start, src, video, preset, processor, decoder, stage, total, out_size, mastering,
+             tmpdir, warnings) -> Report:
+        opt = self.options
+        q_dec: queue.Queue = queue.Queue(maxsize=opt.queue_size)
+        q_enc: queue.Queue = queue.Queue(maxsize=opt.queue_size)
+        intermediate = os.path.join(tmpdir, "video.mp4")
+        final_tmp = os.path.join(tmpdir, "output" + Path(self.dst).suffix.lower())
+        light = {"max": 0.0, "fall": 0.0}
+        first_pts: list[int] = []
+        encoder_name = preset.encode.encoder
+
+        def decode() -> None:
+            it = iter(decoder)
+            while True:
+                t0 = time.perf_counter()
+                try:
+                    batch = next(it)
+                except StopIteration:
+                    break
+                finally:
+                    self._busy["decode"] += time.perf_counter() - t0
+                self._put(q_dec, batch)
+            self._put(q_dec, _END)
+
+        def process() -> None:
+            while True:
+                batch: FrameBatch = self._get(q_dec)
+                if batch is _END:
+                    break
+                t0 = time.perf_counter()
+                try:
+                    packed = stage(batch.planes, batch.pts)
+                finally:
+                    if batch.release:
+                        batch.release()
+                if stage.device.type == "cuda":
+                    torch.cuda.synchronize(stage.device)
+                self._busy["process"] += time.perf_counter() - t0
+                self._put(q_enc, packed)
+            self._put(q_enc, _END)
+
+        def encode() -> None:
+            enc = None
+            try:
+                while True:
+                    packed: PackedBatch = self._get(q_enc)
+                    if packed is _END:
+                        break
+                    t0 = time.perf_counter()
+                    if enc is None:
+                        first_pts.append(packed.pts[0])
+                        enc = HevcEncoder(intermediate, EncoderConfig(
+                            width=out_size[0], height=out_size[1], time_base=video.time_base, rate=video.rate,
+                            encoder=encoder_name, crf=preset.encode.crf, x265_preset=preset.encode.x265_preset,
+                            chroma_siting=preset.encode.chroma_siting, mastering=mastering,
+                            rotation=decoder.stats.rotation))
+                    for i, pts in enumerate(packed.pts):
+                        enc.encode(packed.y[i], packed.cb[i], packed.cr[i], pts - first_pts[0])
+                    light["max"] = max(light["max"], float(packed.frame_max.max()))
+                    light["fall"] = max(light["fall"], float(packed.frame_mean.max()))
+                    self._frames_done += len(packed.pts)
+                    self._busy["encode"] += time.perf_counter() - t0
+                if enc is not None:
+                    t0 = time.perf_counter()
+                    enc.close()
+                    self._busy["encode"] += time.perf_counter() - t0
+            except BaseException:
+                if enc is not None:
+                    enc.abort()
+                raise
+
+        threads = [threading.Thread(target=self._guard(fn), name=f"hdrvideo-{fn.__name__}", daemon=True)
+                   for fn in (decode, process, encode)]
+        for t in threads:
+            t.start()
+        try:
+            last_emit = 0.0
+            while any(t.is_alive() for t in threads):
+                for t in threads:
+                    t.join(timeout=0.1)
+                now = time.perf_counter()
+                if opt.progress and now - last_emit >= 0.5:
+                    last_emit = now
+                    opt.progress(self._progress_event(t_start, total, "convert"))
+        except BaseException:
+            self._stop.set()
+            decoder.stop = True
+            for t in threads:
+                t.join(timeout=30)
+            raise
+        if self._errors:
+            raise self._errors[0]
+        frames = self._frames_done
+        if frames == 0:
+            raise InputError(f"no video frames in the selected span of {src}")
+        warnings += decoder.stats.warnings
+
+        # MaxCLL/MaxFALL: integers rounded up, so no value understates the content.
+        meta = MasteringMetadata(mastering.primaries, mastering.max_luminance, mastering.min_luminance,
+                                 max_cll=int(math.ceil(light["max"] - 1e-6)),
+                                 max_fall=int(math.ceil(light["fall"] - 1e-6)))
+        tb = video.time_base
+        t0_video = Fraction(video.start_time).limit_denominator(10**9)
+        window = StreamWindow(offset=first_pts[0] * tb,
+                              end=None if opt.duration is None else t0_video + (parse_time(opt.start) or 0) + parse_time(opt.duration))
+        if opt.progress:
+            opt.progress(self._progress_event(t_start, total, "mux"))
+        t0 = time.perf_counter()
+        mux = mux_final(intermediate, self.src, final_tmp, meta, window, opt.copy_audio, opt.copy_subtitles)
+        self._busy["mux"] += time.perf_counter() - t0
+        warnings += mux.skipped
+        if os.path.exists(self.dst) and not opt.force:
+            raise OutputExistsError(f"output appeared while converting: {self.dst} (use --force to overwrite)")
+        os.replace(final_tmp, self.dst)
+        seconds = time.perf_counter() - t_start
+        report = Report(
+            input=src, output=self.dst, preset=preset.name, processor=processor.description,
+            encoder=encoder_name, frames=frames, seconds=round(seconds, 3),
+            fps=round(frames / seconds, 3) if seconds > 0 else 0.0,
+            input_size=(video.width, video.height), output_size=out_size,
+            max_cll=meta.max_cll, max_fall=meta.max_fall,
+            stage_seconds={k: round(v, 3) for k, v in self._busy.items()},
+            warnings=warnings, streams_copied=mux.copied,
+            peak_rss_mb=round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
+        )
+        if opt.progress:
+            opt.progress(ProgressEvent(frames, frames, report.fps, 0.0, "done"))
+        return report
+
+    def _progress_event(self, t_start: float, total: int, stage: str) -> ProgressEvent:
+        done = self._frames_done
+        elapsed = time.perf_counter() - t_start
+        fps = done / elapsed if elapsed > 0 else 0.0
+        eta = (total - done) / fps if fps > 0 and total else None
+        return ProgressEvent(done, total, round(fps, 3), None if eta is None else round(max(eta, 0.0), 1), stage)
+
+
+def convert(src: str | os.PathLike[str], dst: str | os.PathLike[str] | None = None, preset: str | Preset = "bt2408",
+            **options: Any) -> Report:
+    """Convert an SDR video file to HDR10. See :class:`ConvertOptions` for the options.
+
+    Raises :class:`hdrvideo.errors.HdrvideoError` subclasses with one-line messages.
+    """
+    return Pipeline(src, dst, ConvertOptions(preset=preset), **options).run()
+
+
+_ = (HdrvideoError, ENCODERS)
