@@ -1,0 +1,51 @@
+"""hdrvideo: SDR (BT.709) → HDR10 (PQ, BT.2020, HEVC Main10) video conversion.
+
+Public API (the CLI is a thin layer over it)::
+
+    import hdrvideo
+    report = hdrvideo.convert("movie.mp4", "movie.hdr10.mp4", preset="sr4-itm", crf=18)
+    print(report.max_cll, report.max_fall)
+
+Lower level: :class:`Pipeline` with :class:`ConvertOptions`, :func:`load_preset`,
+:func:`probe`. Errors are :class:`HdrvideoError` subclasses with one-line messages.
+"""
+
+from __future__ import annotations
+
+__version__ = "0.1.0"
+
+from .errors import (
+    BackendError,
+    EncoderError,
+    HdrvideoError,
+    InputError,
+    OutputExistsError,
+    UnsupportedInputError,
+    UsageError,
+    WeightsMissingError,
+)
+from .media.probe import MediaInfo, probe
+from .pipeline import ConvertOptions, Pipeline, ProgressEvent, Report, convert
+from .presets import Preset, list_presets, load_preset
+
+__all__ = [
+    "__version__",
+    "convert",
+    "Pipeline",
+    "ConvertOptions",
+    "ProgressEvent",
+    "Report",
+    "Preset",
+    "load_preset",
+    "list_presets",
+    "probe",
+    "MediaInfo",
+    "HdrvideoError",
+    "InputError",
+    "UnsupportedInputError",
+    "UsageError",
+    "OutputExistsError",
+    "WeightsMissingError",
+    "EncoderError",
+    "BackendError",
+]

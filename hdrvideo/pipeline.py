@@ -473,4 +473,3 @@ def convert(src: str | os.PathLike[str], dst: str | os.PathLike[str] | None = No
     return Pipeline(src, dst, ConvertOptions(preset=preset), **options).run()
 
 
-_ = (HdrvideoError, ENCODERS)

@@ -19,12 +19,21 @@ class TorchBackend:
             model = model.half()
         self.model = model
 
-    @torch.inference_mode()
-    def run(self, x: Tensor) -> Tensor:
-        dtype = x.dtype
+    def _prepare(self, x: Tensor) -> Tensor:
         x = x.to(self.device, non_blocking=True)
         if self.fp16:
             x = x.half()
         if self.device.type == "cuda":
             x = x.contiguous(memory_format=torch.channels_last)
-        return self.model(x).to(dtype)
+        return x
+
+    @torch.inference_mode()
+    def run(self, x: Tensor) -> Tensor:
+        return self.model(self._prepare(x)).to(x.dtype)
+
+    @torch.inference_mode()
+    def run_tiled(self, x: Tensor, tile: int, overlap: int) -> Tensor:
+        """Tiles with the model's global statistics computed once on the whole frame."""
+        from ..processors.tiling import tiled_model_forward
+
+        return tiled_model_forward(self.model, self._prepare(x), tile, overlap).to(x.dtype)

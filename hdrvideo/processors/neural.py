@@ -12,7 +12,9 @@ class NeuralProcessor:
     """Runs ``backend`` on batches, in tiles when ``tile`` > 0, and clips to [0,1].
 
     Tiling (with ``overlap`` input pixels blended by a smooth window) keeps peak memory
-    bounded for large frames: a 4K output never needs one giant activation tensor.
+    bounded for large frames: a 4K output never needs one giant activation tensor. Backends
+    that offer ``run_tiled`` compute the network's image-level statistics (attention vectors,
+    global priors) once on the whole frame, so tiles agree with the untiled result.
     """
 
     def __init__(self, backend: Backend, scale: int, tile: int = 0, overlap: int = 16, description: str = "") -> None:
@@ -27,9 +29,13 @@ class NeuralProcessor:
     def __call__(self, rgb: Tensor) -> Tensor:
         h, w = rgb.shape[-2:]
         if self.tile and (h > self.tile or w > self.tile):
-            from .tiling import tiled_forward
+            run_tiled = getattr(self.backend, "run_tiled", None)
+            if run_tiled is not None:  # exact: the model's global statistics are computed once
+                out = run_tiled(rgb, self.tile, self.overlap)
+            else:  # graph backends: every tile computes its own statistics (approximate)
+                from .tiling import tiled_forward
 
-            out = tiled_forward(self.backend.run, rgb, self.scale, self.tile, self.overlap)
+                out = tiled_forward(self.backend.run, rgb, self.scale, self.tile, self.overlap)
         else:
             out = self.backend.run(rgb)
         return out.clamp_(0.0, 1.0)
