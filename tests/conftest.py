@@ -1,0 +1,157 @@
+"""Shared test helpers: tiny clips made with PyAV (no downloads), plane-exact decoding."""
+
+from __future__ import annotations
+
+import shutil
+from fractions import Fraction
+from pathlib import Path
+
+import av
+import numpy as np
+import pytest
+import torch
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED = REPO.parent / "shared"
+
+# Flat-colour correctness targets of the core-pipeline issue: 8-bit limited BT.709 Y'CbCr in,
+# the 10-bit limited BT.2020 PQ Y'CbCr FFmpeg's `zscale … npl=203` chain gives, and tolerances.
+TARGETS = [
+    ((235, 128, 128), (573, 512, 512), 1),  # white
+    ((126, 128, 128), (429, 512, 512), 1),  # grey (Y' ±1 asserted; chroma neutral)
+    ((63, 102, 240), (392, 438, 608), 2),  # red
+]
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _one_thread():
+    """Tests run tiny frames: one intra-op thread avoids oversubscription on busy 2-core CI."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+def has_tool(name: str) -> bool:
+    return shutil.which(name) is not None
+
+
+def write_planes_clip(
+    path: str | Path,
+    frames: list[tuple[np.ndarray, ...]],
+    pix_fmt: str = "yuv420p",
+    *,
+    tags: tuple[int, int, int, int] | None = (1, 1, 1, 1),  # primaries, trc, matrix, range
+    codec: str = "ffv1",
+    pts: list[int] | None = None,
+    time_base: Fraction = Fraction(1, 24),
+    rate: int = 24,
+    audio_seconds: float = 0.0,
+    options: dict[str, str] | None = None,
+) -> Path:
+    """Encode frames given as raw planes (exact codes; FFV1 is lossless) into ``path``."""
+    path = Path(path)
+    h, w = frames[0][0].shape
+    out = av.open(str(path), "w")
+    try:
+        vs = out.add_stream(codec, rate=rate)
+        vs.width, vs.height, vs.pix_fmt = w, h, pix_fmt
+        vs.time_base = time_base
+        vs.codec_context.time_base = time_base
+        if options:
+            vs.options = options
+        if tags is not None:
+            cc = vs.codec_context
+            cc.color_primaries, cc.color_trc, cc.colorspace, cc.color_range = tags
+        a_s = out.add_stream("aac", rate=48000, layout="stereo") if audio_seconds > 0 else None
+        itemsize = 1 if "p10" not in pix_fmt and "16" not in pix_fmt and "p12" not in pix_fmt else 2
+        dtype = np.uint8 if itemsize == 1 else np.uint16
+        for i, planes in enumerate(frames):
+            f = av.VideoFrame(w, h, pix_fmt)
+            for plane, src in zip(f.planes, planes):
+                dst = np.frombuffer(plane, dtype).reshape(plane.height, plane.line_size // itemsize)
+                dst[:, : src.shape[1]] = src
+            f.pts = pts[i] if pts is not None else i
+            f.time_base = time_base
+            if tags is not None:
+                f.color_primaries, f.color_trc, f.colorspace, f.color_range = tags
+            for p in vs.encode(f):
+                out.mux(p)
+        for p in vs.encode(None):
+            out.mux(p)
+        if a_s is not None:
+            n = int(audio_seconds * 48000)
+            t = np.arange(n) / 48000
+            tone = (0.2 * np.sin(2 * np.pi * 440 * t)).astype(np.float32)
+            for start in range(0, n - 1023, 1024):
+                chunk = tone[start : start + 1024]
+                af = av.AudioFrame.from_ndarray(np.stack([chunk, chunk]), format="fltp", layout="stereo")
+                af.sample_rate, af.pts, af.time_base = 48000, start, Fraction(1, 48000)
+                for p in a_s.encode(af):
+                    out.mux(p)
+            for p in a_s.encode(None):
+                out.mux(p)
+    finally:
+        out.close()
+    return path
+
+
+def flat_planes(w: int, h: int, ycc: tuple[int, int, int], bits: int = 8, sub: tuple[int, int] = (2, 2)):
+    dtype = np.uint8 if bits == 8 else np.uint16
+    y = np.full((h, w), ycc[0], dtype)
+    c = ((h + sub[1] - 1) // sub[1], (w + sub[0] - 1) // sub[0])
+    return y, np.full(c, ycc[1], dtype), np.full(c, ycc[2], dtype)
+
+
+def bars_planes(w: int, h: int, colours: list[tuple[int, int, int]]):
+    """Vertical bars of flat 8-bit 4:2:0 colours, each bar a multiple of 4 pixels wide."""
+    y = np.zeros((h, w), np.uint8)
+    cb = np.zeros((h // 2, w // 2), np.uint8)
+    cr = np.zeros((h // 2, w // 2), np.uint8)
+    bw = w // len(colours)
+    for i, (yy, bb, rr) in enumerate(colours):
+        y[:, i * bw : (i + 1) * bw] = yy
+        cb[:, i * bw // 2 : (i + 1) * bw // 2] = bb
+        cr[:, i * bw // 2 : (i + 1) * bw // 2] = rr
+    return y, cb, cr
+
+
+def decode_planes(path: str | Path, limit: int | None = None) -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]:
+    """Decoded Y', Cb, Cr planes as uint16 arrays, read without any swscale conversion."""
+    out = []
+    with av.open(str(path)) as c:
+        for frame in c.decode(video=0):
+            itemsize = 2 if frame.format.name.endswith(("10le", "12le", "16le")) else 1
+            dtype = np.uint16 if itemsize == 2 else np.uint8
+            planes = []
+            for p in frame.planes[:3]:
+                arr = np.frombuffer(p, dtype).reshape(p.height, p.line_size // itemsize)[:, : p.width]
+                planes.append(arr.astype(np.uint16))
+            out.append(tuple(planes))
+            if limit and len(out) >= limit:
+                break
+    return out
+
+
+def video_pts(path: str | Path) -> list[float]:
+    """Presentation times (seconds) of all decoded video frames, in output order."""
+    with av.open(str(path)) as c:
+        s = c.streams.video[0]
+        return [float(f.pts * s.time_base) for f in c.decode(s)]
+
+
+def audio_packets(path: str | Path) -> list[bytes]:
+    with av.open(str(path)) as c:
+        if not c.streams.audio:
+            return []
+        return [bytes(p) for p in c.demux(c.streams.audio[0]) if p.size]
+
+
+@pytest.fixture
+def sample_clip(tmp_path: Path) -> Path:
+    """A 1-second 64×36 sample clip (scene with highlights) with AAC audio."""
+    from hdrvideo.media.sample import write_clip
+
+    path = tmp_path / "sample.mp4"
+    write_clip(str(path), width=64, height=36, seconds=1.0, fps=24)
+    return path
