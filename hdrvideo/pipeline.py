@@ -31,6 +31,7 @@ import torch
 from torch import Tensor
 
 from . import colour
+from . import errors as hdrvideo_errors
 from .errors import HdrvideoError, InputError, OutputExistsError, UsageError
 from .media.decode import Decoder, FrameBatch, PlaneLayout, parse_time
 from .media.encode import ENCODERS, EncoderConfig, HevcEncoder
@@ -74,7 +75,13 @@ class ConvertOptions:
     copy_audio: bool = True
     copy_subtitles: bool = True
     queue_size: int = 2
+    light_level: str = "decoded"  # MaxCLL/MaxFALL measured on the decoded output, or the encoder "input"
     progress: Callable[[ProgressEvent], None] | None = None
+    #: Source time in seconds (a frame's pts × the video time base, on the input's own
+    #: timeline) that becomes t = 0 in the output. ``None``: the first converted frame.
+    #: Chunked conversion sets the film's first frame here, so each chunk keeps its place
+    #: on the film's timeline (and its VFR timestamps) and the parts join by stream copy.
+    timeline_origin: Fraction | float | None = None
 
 
 @dataclass
@@ -194,6 +201,44 @@ class ProcessStage:
         return PackedBatch(to_host(y), to_host(cb), to_host(cr), list(pts), fmax, fmean)
 
 
+class LightMeter:
+    """Measures MaxCLL/MaxFALL (CTA-861.3-A) on the *encoded* stream, as a player decodes it.
+
+    The encoder's packets are decoded again (libavcodec HEVC) and the decoded 10-bit planes are
+    converted to R'G'B' on the processing device; max(R,G,B) per pixel gives the frame's peak
+    and average light level. Measuring after compression means no value can understate the
+    output: ringing around highlights can add several per cent to the encoder input's peak.
+    """
+
+    def __init__(self, device: torch.device, siting: str = "left") -> None:
+        import av
+
+        self.device = device
+        self.siting = siting
+        self.decoder = av.CodecContext.create("hevc", "r")
+        self.decoder.thread_type = "AUTO"
+        self.max_cll = 0.0
+        self.max_fall = 0.0
+        self.frames = 0
+
+    def _measure(self, frame) -> None:
+        planes = []
+        for p in frame.planes[:3]:
+            arr = np.frombuffer(p, np.uint16).reshape(p.height, p.line_size // 2)[:, : p.width]
+            planes.append(torch.from_numpy(arr.astype(np.int32))[None].to(self.device, non_blocking=True))
+        with torch.inference_mode():
+            rgb = colour.planes_to_rgb(*planes, "bt2020", 10, False, self.siting).clamp_(0.0, 1.0)
+            fmax, fmean = colour.content_light_level(rgb)
+        self.max_cll = max(self.max_cll, float(fmax.max()))
+        self.max_fall = max(self.max_fall, float(fmean.max()))
+        self.frames += 1
+
+    def feed(self, packet) -> None:
+        """Decode one encoded packet (``None`` flushes) and measure the frames it yields."""
+        for frame in self.decoder.decode(packet):
+            self._measure(frame)
+
+
 # --------------------------------------------------------------------------------------
 # The pipeline
 # --------------------------------------------------------------------------------------
@@ -220,7 +265,7 @@ class Pipeline:
         self._stop = threading.Event()
         self._errors: list[BaseException] = []
         self._frames_done = 0
-        self._busy: dict[str, float] = {"decode": 0.0, "process": 0.0, "encode": 0.0, "mux": 0.0}
+        self._busy: dict[str, float] = {"decode": 0.0, "process": 0.0, "encode": 0.0, "measure": 0.0, "mux": 0.0}
 
     # -- setup ----------------------------------------------------------------------------
     def _check_paths(self) -> None:
@@ -252,6 +297,8 @@ class Pipeline:
             changes["batch"] = int(opt.batch)
         if opt.tile is not None:
             changes["tile"] = int(opt.tile)
+        if opt.light_level not in ("decoded", "input"):
+            raise UsageError("light_level must be 'decoded' or 'input'")
         return preset.replace(**changes) if changes else preset
 
     # -- threads --------------------------------------------------------------------------
@@ -309,7 +356,8 @@ class Pipeline:
 
         decoder = Decoder(self.src, video, start, duration, batch=preset.batch,
                           pin_memory=torch.device(device).type == "cuda", buffers=opt.queue_size + 2)
-        stage = ProcessStage(processor, decoder.layout, video, (out_w, out_h), preset.encode.chroma_siting)
+        stage = ProcessStage(processor, decoder.layout, video, (out_w, out_h), preset.encode.chroma_siting,
+                             measure=opt.light_level == "input")
         total = video.estimated_frames
         if duration is not None and video.rate:
             total = min(total or 10**12, int(math.ceil(duration * video.rate)))
@@ -332,6 +380,8 @@ class Pipeline:
         opt = self.options
         q_dec: queue.Queue = queue.Queue(maxsize=opt.queue_size)
         q_enc: queue.Queue = queue.Queue(maxsize=opt.queue_size)
+        q_meter: queue.Queue = queue.Queue(maxsize=256)
+        meter = LightMeter(stage.device, preset.encode.chroma_siting) if opt.light_level == "decoded" else None
         intermediate = os.path.join(tmpdir, "video.mp4")
         final_tmp = os.path.join(tmpdir, "output" + Path(self.dst).suffix.lower())
         light = {"max": 0.0, "fall": 0.0}
@@ -368,6 +418,22 @@ class Pipeline:
                 self._put(q_enc, packed)
             self._put(q_enc, _END)
 
+        def to_meter(packet) -> None:
+            import av
+
+            copy = av.Packet(bytes(packet))
+            copy.pts, copy.dts = packet.pts, packet.dts
+            self._put(q_meter, copy)
+
+        def measure() -> None:
+            while True:
+                packet = self._get(q_meter)
+                t0 = time.perf_counter()
+                meter.feed(None if packet is _END else packet)
+                self._busy["measure"] += time.perf_counter() - t0
+                if packet is _END:
+                    break
+
         def encode() -> None:
             enc = None
             try:
@@ -377,12 +443,15 @@ class Pipeline:
                         break
                     t0 = time.perf_counter()
                     if enc is None:
-                        first_pts.append(packed.pts[0])
+                        first_pts.append(packed.pts[0] if opt.timeline_origin is None
+                                         else self._origin_pts(opt.timeline_origin, video.time_base, packed.pts[0]))
                         enc = HevcEncoder(intermediate, EncoderConfig(
                             width=out_size[0], height=out_size[1], time_base=video.time_base, rate=video.rate,
                             encoder=encoder_name, crf=preset.encode.crf, x265_preset=preset.encode.x265_preset,
                             chroma_siting=preset.encode.chroma_siting, mastering=mastering,
-                            rotation=decoder.stats.rotation))
+                            rotation=decoder.stats.rotation), packet_sink=to_meter if meter else None)
+                        if meter is not None and enc.extradata:
+                            meter.decoder.extradata = enc.extradata
                     for i, pts in enumerate(packed.pts):
                         enc.encode(packed.y[i], packed.cb[i], packed.cr[i], pts - first_pts[0])
                     light["max"] = max(light["max"], float(packed.frame_max.max()))
@@ -393,13 +462,15 @@ class Pipeline:
                     t0 = time.perf_counter()
                     enc.close()
                     self._busy["encode"] += time.perf_counter() - t0
+                if meter is not None:
+                    self._put(q_meter, _END)
             except BaseException:
                 if enc is not None:
                     enc.abort()
                 raise
 
         threads = [threading.Thread(target=self._guard(fn), name=f"hdrvideo-{fn.__name__}", daemon=True)
-                   for fn in (decode, process, encode)]
+                   for fn in ((decode, process, encode, measure) if meter else (decode, process, encode))]
         for t in threads:
             t.start()
         try:
@@ -424,14 +495,24 @@ class Pipeline:
             raise InputError(f"no video frames in the selected span of {src}")
         warnings += decoder.stats.warnings
 
+        if meter is not None:
+            if meter.frames != frames:
+                raise hdrvideo_errors.EncoderError(
+                    f"light metering decoded {meter.frames} of {frames} encoded frames")
+            light = {"max": meter.max_cll, "fall": meter.max_fall}
         # MaxCLL/MaxFALL: integers rounded up, so no value understates the content.
         meta = MasteringMetadata(mastering.primaries, mastering.max_luminance, mastering.min_luminance,
                                  max_cll=int(math.ceil(light["max"] - 1e-6)),
                                  max_fall=int(math.ceil(light["fall"] - 1e-6)))
         tb = video.time_base
         t0_video = Fraction(video.start_time).limit_denominator(10**9)
-        window = StreamWindow(offset=first_pts[0] * tb,
-                              end=None if opt.duration is None else t0_video + (parse_time(opt.start) or 0) + parse_time(opt.duration))
+        span_start = parse_time(opt.start)
+        span_len = parse_time(opt.duration)
+        window = StreamWindow(
+            offset=first_pts[0] * tb,
+            start=None if span_start is None else first_pts[0] * tb,
+            end=None if span_len is None else t0_video + (span_start or 0) + span_len,
+        )
         if opt.progress:
             opt.progress(self._progress_event(t_start, total, "mux"))
         t0 = time.perf_counter()
@@ -455,6 +536,17 @@ class Pipeline:
         if opt.progress:
             opt.progress(ProgressEvent(frames, frames, report.fps, 0.0, "done"))
         return report
+
+    @staticmethod
+    def _origin_pts(origin: Fraction | float, time_base: Fraction, first: int) -> int:
+        """``timeline_origin`` in stream ticks; it must not lie after the first frame."""
+        ticks = Fraction(origin).limit_denominator(10**9) / time_base
+        pts = int(round(ticks))
+        if abs(ticks - pts) > Fraction(1, 1000):
+            log.warning("timeline origin %ss is not on the %s time base; rounded", float(origin), time_base)
+        if pts > first:
+            raise UsageError(f"timeline origin {float(origin):g}s lies after the first frame ({float(first * time_base):g}s)")
+        return pts
 
     def _progress_event(self, t_start: float, total: int, stage: str) -> ProgressEvent:
         done = self._frames_done

@@ -29,7 +29,6 @@ log = logging.getLogger(__name__)
 #: encoder name → the host pixel layout it takes
 ENCODERS = {"libx265": "yuv420p10le", "hevc_nvenc": "p010le"}
 _CHROMALOC = {"left": 0, "center": 1, "topleft": 2, "top": 3, "bottomleft": 4, "bottom": 5}
-_AVCHROMA = {"left": 1, "center": 2, "topleft": 3, "top": 4, "bottomleft": 5, "bottom": 6}
 
 
 def encoder_available(name: str) -> bool:
@@ -81,7 +80,7 @@ def x265_params(cfg: EncoderConfig) -> str:
 class HevcEncoder:
     """Encodes packed frames into a video-only MP4 (``moov`` last, for the HDR10 box patch)."""
 
-    def __init__(self, path: str, cfg: EncoderConfig) -> None:
+    def __init__(self, path: str, cfg: EncoderConfig, packet_sink=None) -> None:
         if cfg.encoder not in ENCODERS:
             raise UsageError(f"unknown encoder {cfg.encoder!r} (choose from {', '.join(ENCODERS)})")
         if not encoder_available(cfg.encoder):
@@ -115,6 +114,8 @@ class HevcEncoder:
         except av.error.FFmpegError as err:
             raise EncoderError(f"cannot start {cfg.encoder}: {err.strerror or err}") from err
         self.frames = 0
+        self._last_dts: int | None = None
+        self.packet_sink = packet_sink  # sees every packet before it is muxed (light metering)
 
     def _frame(self, y: np.ndarray, cb: np.ndarray, cr: np.ndarray, pts: int) -> av.VideoFrame:
         cfg = self.cfg
@@ -135,10 +136,26 @@ class HevcEncoder:
         frame.color_primaries, frame.color_trc, frame.colorspace, frame.color_range = 9, 16, 9, 1
         return frame
 
+    def _mux(self, packet: av.Packet) -> None:
+        """Mux, repairing the garbage DTS libx265 emits for clips of one or two frames.
+
+        (Seen with FFmpeg 8.1/x265 4.x: ``dts`` ≈ -2^38 for very short encodes.) A DTS that is
+        missing, after its PTS, not increasing, or absurdly far before the PTS is replaced by
+        the smallest valid value.
+        """
+        d, p = packet.dts, packet.pts
+        limit = int(10 / self.cfg.time_base)  # 10 s of reorder delay is far beyond any encoder's
+        if p is not None and (d is None or d > p or (self._last_dts is not None and d <= self._last_dts) or p - d > limit):
+            packet.dts = p if self._last_dts is None else max(self._last_dts + 1, min(p, self._last_dts + 1))
+        self._last_dts = packet.dts
+        if self.packet_sink is not None:
+            self.packet_sink(packet)
+        self.container.mux(packet)
+
     def encode(self, y: np.ndarray, cb: np.ndarray, cr: np.ndarray, pts: int) -> None:
         try:
             for packet in self.stream.encode(self._frame(y, cb, cr, pts)):
-                self.container.mux(packet)
+                self._mux(packet)
         except av.error.FFmpegError as err:
             raise EncoderError(f"{self.cfg.encoder} failed: {err.strerror or err}") from err
         self.frames += 1
@@ -146,10 +163,14 @@ class HevcEncoder:
     def close(self) -> None:
         try:
             for packet in self.stream.encode(None):
-                self.container.mux(packet)
+                self._mux(packet)
             self.container.close()
         except av.error.FFmpegError as err:
             raise EncoderError(f"{self.cfg.encoder} failed while flushing: {err.strerror or err}") from err
+
+    @property
+    def extradata(self) -> bytes | None:
+        return self.stream.codec_context.extradata
 
     def abort(self) -> None:
         try:

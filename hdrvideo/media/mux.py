@@ -44,7 +44,8 @@ class StreamWindow:
     """The span of the source that was converted, in seconds on the source timeline."""
 
     offset: Fraction  # source time that becomes t = 0 in the output
-    end: Fraction | None  # exclusive end on the source timeline, None = to the end
+    start: Fraction | None = None  # drop packets starting before this (a --start cut), None = keep all
+    end: Fraction | None = None  # exclusive end on the source timeline, None = to the end
 
 
 @dataclass
@@ -64,9 +65,8 @@ def _packets(container, streams, mapping, shift: dict[int, int], window: StreamW
         ts = packet.pts if packet.pts is not None else packet.dts
         if window is not None:
             t = ts * tb
-            dur = (packet.duration or 0) * tb
-            if t < window.offset:
-                continue  # packet starts before the span (drop: at most one audio frame)
+            if window.start is not None and t < window.start:
+                continue  # starts before the cut (at most one audio frame is lost)
             if window.end is not None and t >= window.end:
                 continue
         off = shift[index]
