@@ -5,8 +5,8 @@ Recipe (one crop of one panorama → one HDR10 target and several SDR renditions
 HDR side (:func:`hdr10_grade`):
 
 1. **Exposure normalisation** — the crop's log-average luminance (BT.709 weights) is set to a
-   random "key" in cd/m² (log-uniform, default 12–40 cd/m², so diffuse white lands near the
-   BT.2408 HDR Reference White of 203 cd/m²).
+   "key" in cd/m² drawn log-uniformly from a narrow range (default 18–32 cd/m², so diffuse
+   white lands near the BT.2408 HDR Reference White of 203 cd/m²).
 2. **Primaries** — linear BT.709 → BT.2020 (BT.2087).
 3. **Highlight roll-off** — the BT.2390 EETF on max(R,G,B) from the crop's own peak (at most
    10 000 cd/m²) to the 1000 cd/m² mastering peak (:func:`hdrvideo.colour.bt2390_tone_map`).
@@ -15,11 +15,17 @@ HDR side (:func:`hdr10_grade`):
 SDR side (:func:`sdr_rendition`), from the *graded* HDR (display light), a randomly drawn
 standard down-conversion per sample:
 
-* ``bt2446a`` — Report ITU-R BT.2446-1 Method A (§4.1), SDR linear gain 1.0–1.4;
+* ``bt2446a`` — Report ITU-R BT.2446-1 Method A (§4.1) as specified;
 * ``bt2446c`` — BT.2446-1 Method C (§6.1), crosstalk α ∈ [0, 0.33];
 * ``bt2390`` — BT.2390 EETF roll-off to an SDR display peak of 100–203 cd/m² (max(R,G,B) or
   per-component);
-* ``filmic`` — Hable's filmic curve, exposure 1.5–4 (203 cd/m² → 1.0).
+* ``filmic`` — Hable's filmic curve, exposure 1.5–3 (203 cd/m² → 1.5–3 on its input scale).
+
+(ranges in :data:`SDR_PARAM_RANGES`).  The curves disagree strongly — SDR code 180 means
+≈ 50 cd/m² after Method C but ≈ 180 cd/m² after Method A — so a network can only invert them
+well by recognising the rendition from image-level statistics; with a narrow exposure key the
+SDR's overall level carries that information (a per-pixel curve conditioned only on the SDR
+mean luma already beats BT.2408 by several dB on held-out scenes).
 
 then, as in camera-pipeline reversal: gamut clip to BT.709, BT.1886 inverse EOTF, 8-bit
 quantisation.  Low-resolution inputs for SR are :func:`bicubic_downscale` of the 8-bit SDR
@@ -195,19 +201,32 @@ class SdrRecipe:
     params: dict = field(default_factory=dict)
 
 
-def draw_sdr_recipe(rng: np.random.Generator, method: str | None = None) -> SdrRecipe:
+#: Parameter ranges of the SDR down-conversions (uniform; filmic exposure log-uniform).
+SDR_PARAM_RANGES: dict[str, tuple[float, float]] = {
+    "bt2446a_gain": (1.0, 1.0),  # linear gain after Method A (1 = the Report's curve as is)
+    "bt2446c_alpha": (0.0, 0.33),  # crosstalk α, the Report's range
+    "bt2390_peak": (100.0, 203.0),  # SDR display peak, cd/m²
+    "filmic_exposure": (1.5, 3.0),  # 203 cd/m² × exposure = 1.0 on the curve's input
+}
+
+
+def draw_sdr_recipe(
+    rng: np.random.Generator, method: str | None = None, ranges: dict[str, Sequence[float]] | None = None
+) -> SdrRecipe:
     """Draw a down-conversion (uniform over :data:`SDR_METHODS` unless ``method`` is given)."""
+    r = {**SDR_PARAM_RANGES, **(ranges or {})}
     m = method or str(rng.choice(SDR_METHODS))
     if m == "bt2446a":
-        return SdrRecipe(m, {"gain": float(rng.uniform(1.0, 1.4))})
+        return SdrRecipe(m, {"gain": float(rng.uniform(*r["bt2446a_gain"]))})
     if m == "bt2446c":
-        return SdrRecipe(m, {"alpha": float(rng.uniform(0.0, 0.33))})
+        return SdrRecipe(m, {"alpha": float(rng.uniform(*r["bt2446c_alpha"]))})
     if m == "bt2390":
         return SdrRecipe(
-            m, {"sdr_peak": float(rng.uniform(100.0, 203.0)), "mode": str(rng.choice(["maxrgb", "rgb"]))}
+            m, {"sdr_peak": float(rng.uniform(*r["bt2390_peak"])), "mode": str(rng.choice(["maxrgb", "rgb"]))}
         )
     if m == "filmic":
-        return SdrRecipe(m, {"exposure": float(math.exp(rng.uniform(math.log(1.5), math.log(4.0))))})
+        lo, hi = r["filmic_exposure"]
+        return SdrRecipe(m, {"exposure": float(math.exp(rng.uniform(math.log(lo), math.log(hi))))})
     raise ValueError(f"unknown SDR method {m!r}")
 
 
@@ -323,7 +342,7 @@ class SynthConfig:
     width: int = 192
     variants: int = 2
     scales: tuple[int, ...] = (1, 2, 4)
-    key_nits: tuple[float, float] = (12.0, 40.0)
+    key_nits: tuple[float, float] = (18.0, 32.0)
     max_latitude: float = 55.0
     h264_prob: float = 0.5
     crf: tuple[int, int] = (18, 32)
@@ -332,7 +351,8 @@ class SynthConfig:
     test_scenes: tuple[str, ...] | None = None
     #: cycle the SDR methods over views (deterministic, balanced) instead of drawing them
     balanced_methods: bool = False
-    version: int = 1
+    sdr_ranges: dict = field(default_factory=lambda: dict(SDR_PARAM_RANGES))
+    version: int = 2
 
 
 def _views_for_scene(pano: Tensor, cfg: SynthConfig, rng: np.random.Generator) -> list[dict]:
@@ -391,7 +411,7 @@ def build_synthetic_set(
                 method = None
                 if cfg.balanced_methods:
                     method = SDR_METHODS[(len(view_meta) + k) % len(SDR_METHODS)]
-                r = draw_sdr_recipe(rng, method)
+                r = draw_sdr_recipe(rng, method, cfg.sdr_ranges)
                 recipes.append(asdict(r))
                 sdrs.append(quantize(sdr_rendition(graded, r).float(), 8))
             sdr_hr.append(sdrs)
