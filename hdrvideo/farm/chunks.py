@@ -1,0 +1,522 @@
+"""Chunked conversion of one film: split at keyframes, convert the parts anywhere, join.
+
+1. **Plan** (:func:`plan_chunks`): one pass over the video packets (no decoding) finds the
+   *clean* cut points: keyframes before which every packet (in decode order) is presented
+   earlier and from which every packet is presented at or after the keyframe. Cutting there
+   splits decode order and presentation order identically, so no frame is lost or doubled
+   by B-frame reordering or open GOPs. The cuts nearest to equal frame counts are chosen.
+2. **Split** (:func:`split_source`): the video packets are stream-copied into one MOV per
+   chunk, timestamps untouched (MOV keeps the time base exactly, or an exact multiple of it).
+3. **Convert** (:func:`convert_chunk`, run by an engine): each chunk is an ordinary
+   :class:`~hdrvideo.pipeline.Pipeline` conversion without audio, with
+   ``timeline_origin`` = the film's first frame, so its frames keep their place (and VFR
+   timestamps) on the film's timeline. The worker checks the frame count.
+4. **Join** (:func:`join_chunks`): the converted parts are stream-copied one after the other
+   into one video-only MP4, whose HDR10 container metadata is given MaxCLL/MaxFALL = the
+   maxima over all chunks (the HEVC SEI says 0,0 = unknown in every chunk, so it needs no
+   change); then :func:`hdrvideo.media.mux.mux_final` adds the source's audio and subtitles
+   once, over the whole duration, exactly as a one-piece conversion does.
+
+Limits: the input must carry timestamps on every video packet and no edit list that hides
+frames (then: convert in one piece); ``start``/``duration`` are not combined with chunks.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import os
+import resource
+import shutil
+import tempfile
+import time
+from dataclasses import dataclass, field
+from fractions import Fraction
+from pathlib import Path
+from typing import Any, Callable
+
+import av
+
+from ..errors import EncoderError, InputError, OutputExistsError, UnsupportedInputError, UsageError
+from ..media.hdr10_boxes import MasteringMetadata
+from ..media.mux import MuxResult, StreamWindow, mux_final, output_format
+from ..media.probe import VideoInfo, open_input, probe, require_sdr_video
+from ..pipeline import ConvertOptions, Pipeline, ProgressEvent, Report, default_output
+from ..presets import Preset, load_preset
+from .engines import Engine, make_engine
+
+__all__ = [
+    "Chunk",
+    "ChunkPlan",
+    "ChunkedReport",
+    "plan_chunks",
+    "split_source",
+    "convert_chunk",
+    "join_chunks",
+    "convert_chunked",
+]
+
+log = logging.getLogger(__name__)
+
+TRANSFERS = ("shared", "object-store")
+
+
+@dataclass(frozen=True)
+class Chunk:
+    index: int
+    first_packet: int  # decode-order index of its first video packet
+    end_packet: int  # exclusive
+    start: Fraction  # presentation time of its first frame (source seconds)
+    frames: int
+
+
+@dataclass
+class ChunkPlan:
+    source: str
+    stream_index: int
+    time_base: Fraction
+    origin: Fraction  # presentation time of the film's first frame: t = 0 of the output
+    frames: int
+    chunks: list[Chunk]
+    warnings: list[str] = field(default_factory=list)
+
+
+@dataclass
+class ChunkedReport(Report):
+    """A :class:`~hdrvideo.pipeline.Report` plus what each chunk did."""
+
+    chunks: list[dict[str, Any]] = field(default_factory=list)
+    engine: str = "local"
+
+
+# --------------------------------------------------------------------------------------
+# plan and split
+# --------------------------------------------------------------------------------------
+
+
+def _scan(src: str, video: VideoInfo) -> tuple[list[int], list[bool]]:
+    pts: list[int] = []
+    keys: list[bool] = []
+    with open_input(src) as container:
+        stream = container.streams[video.index]
+        try:
+            for packet in container.demux(stream):
+                if not packet.size:
+                    continue
+                if packet.pts is None:
+                    raise UnsupportedInputError(
+                        f"video packet {len(pts)} of {src} has no timestamp; chunked conversion needs timestamps "
+                        "(convert in one piece)")
+                if packet.is_discard:
+                    raise UnsupportedInputError(
+                        f"{src} has an edit list that hides frames; chunked conversion cannot reproduce it "
+                        "(convert in one piece)")
+                pts.append(int(packet.pts))
+                keys.append(bool(packet.is_keyframe))
+        except av.error.FFmpegError as err:
+            raise InputError(f"cannot read the video packets of {src}: {err.strerror or err}") from err
+    if not pts:
+        raise InputError(f"no video packets in {src}")
+    return pts, keys
+
+
+def clean_cuts(pts: list[int], keys: list[bool]) -> list[int]:
+    """Decode-order indices where a cut splits presentation order identically (see module doc)."""
+    n = len(pts)
+    suffix_min = [0] * n
+    m = pts[-1]
+    for i in range(n - 1, -1, -1):
+        m = min(m, pts[i])
+        suffix_min[i] = m
+    cuts = []
+    prefix_max = pts[0]
+    for d in range(1, n):
+        if keys[d] and prefix_max < pts[d] and suffix_min[d] >= pts[d]:
+            cuts.append(d)
+        prefix_max = max(prefix_max, pts[d])
+    return cuts
+
+
+def plan_chunks(src: str | os.PathLike[str], chunks: int, video: VideoInfo | None = None) -> ChunkPlan:
+    """Choose up to ``chunks`` parts of about equal frame counts, cut at clean keyframes."""
+    if chunks < 1:
+        raise UsageError("--chunks must be ≥ 1")
+    src = str(src)
+    if video is None:
+        video = require_sdr_video(probe(src))
+    pts, keys = _scan(src, video)
+    tb = Fraction(video.time_base)
+    n = len(pts)
+    candidates = clean_cuts(pts, keys)
+    chosen: list[int] = []
+    for j in range(1, chunks):
+        target = j * n / chunks
+        best = None
+        for d in candidates:
+            if chosen and d <= chosen[-1]:
+                continue
+            if best is None or abs(d - target) < abs(best - target):
+                best = d
+        if best is not None and (not chosen or best > chosen[-1]):
+            chosen.append(best)
+    chosen = sorted(set(chosen))
+    warnings = []
+    if len(chosen) + 1 < chunks:
+        msg = (f"only {len(chosen) + 1} chunk(s) possible: the video has {len(candidates)} clean keyframe cut(s) "
+               f"for {chunks} requested")
+        log.warning("%s", msg)
+        warnings.append(msg)
+    bounds = [0] + chosen + [n]
+    parts = []
+    for i in range(len(bounds) - 1):
+        a, b = bounds[i], bounds[i + 1]
+        parts.append(Chunk(i, a, b, Fraction(min(pts[a:b])) * tb, b - a))
+    return ChunkPlan(src, video.index, tb, Fraction(min(pts)) * tb, n, parts, warnings)
+
+
+def split_source(plan: ChunkPlan, workdir: str | os.PathLike[str]) -> list[str]:
+    """Stream-copy the video packets of each chunk into ``workdir/chunk_NNNN.mov``."""
+    paths = [os.path.join(workdir, f"chunk_{c.index:04d}.mov") for c in plan.chunks]
+    container = open_input(plan.source)
+    out = None
+    try:
+        stream = container.streams[plan.stream_index]
+        k = -1
+        index = 0
+        ostream = None
+        for packet in container.demux(stream):
+            if not packet.size:
+                continue
+            while k + 1 < len(plan.chunks) and index >= plan.chunks[k + 1].first_packet:
+                if out is not None:
+                    out.close()
+                k += 1
+                out = av.open(paths[k], "w", format="mov")
+                try:
+                    ostream = out.add_stream_from_template(stream)
+                except (ValueError, av.error.FFmpegError) as err:
+                    raise UnsupportedInputError(
+                        f"cannot split {stream.codec_context.name} video by stream copy ({err}); convert in one piece"
+                    ) from err
+            packet.stream = ostream
+            out.mux(packet)
+            index += 1
+        if out is not None:
+            out.close()
+            out = None
+        if index != plan.frames:
+            raise InputError(f"{plan.source} changed while splitting ({index} packets, planned {plan.frames})")
+    except av.error.FFmpegError as err:
+        raise UnsupportedInputError(f"cannot split {plan.source} by stream copy: {err.strerror or err}") from err
+    finally:
+        if out is not None:
+            try:
+                out.close()
+            except Exception:  # noqa: BLE001
+                pass
+        container.close()
+    return paths
+
+
+# --------------------------------------------------------------------------------------
+# one chunk (runs in a worker)
+# --------------------------------------------------------------------------------------
+
+
+def convert_chunk(item: dict[str, Any], progress: Callable[[Any], None]) -> dict[str, Any]:
+    """Convert one chunk. ``item``: index, input (path) or input_data (bytes), output (path;
+    None = return ``output_data`` bytes), options (:class:`ConvertOptions`), origin, frames."""
+    index = item["index"]
+    tmp = None
+    try:
+        src = item.get("input")
+        dst = item.get("output")
+        if item.get("input_data") is not None or dst is None:
+            tmp = tempfile.mkdtemp(prefix=f"hdrvideo-chunk{index:04d}-")
+        if item.get("input_data") is not None:
+            src = os.path.join(tmp, "chunk.mov")
+            with open(src, "wb") as fh:
+                fh.write(item["input_data"])
+        if dst is None:
+            dst = os.path.join(tmp, "part.mp4")
+
+        def forward(event: ProgressEvent) -> None:
+            progress({"frame": event.frame, "stage": event.stage})
+
+        opts = dataclasses.replace(
+            item["options"], copy_audio=False, copy_subtitles=False, force=True, start=None, duration=None,
+            timeline_origin=item["origin"], progress=forward,
+        )
+        report = Pipeline(src, dst, opts).run()
+        if report.frames != item["frames"]:
+            raise EncoderError(f"chunk {index}: {report.frames} frames converted, {item['frames']} expected")
+        result: dict[str, Any] = {"index": index, "report": report.to_dict(), "output": item.get("output")}
+        if item.get("output") is None:
+            with open(dst, "rb") as fh:
+                result["output_data"] = fh.read()
+        return result
+    finally:
+        if tmp:
+            shutil.rmtree(tmp, ignore_errors=True)
+
+
+# --------------------------------------------------------------------------------------
+# join
+# --------------------------------------------------------------------------------------
+
+
+def join_video(parts: list[str], joined: str) -> int:
+    """Concatenate the video of converted parts (absolute timestamps) into a video-only MP4.
+
+    Returns the number of packets. Decode timestamps are kept, except that a part whose first
+    DTS does not follow the previous part's last one (possible with VFR) is nudged forward
+    by the fewest ticks; a nudge that would pass a presentation time is an error.
+    """
+    inputs = [av.open(p) for p in parts]
+    out = None
+    count = 0
+    try:
+        template = inputs[0].streams.video[0]
+        out = av.open(joined, "w", format="mp4")
+        ostream = out.add_stream_from_template(template)
+        ostream.codec_tag = "hvc1"
+        tb_out = template.time_base
+        last_dts = None
+        for k, container in enumerate(inputs):
+            stream = container.streams.video[0]
+            tb = stream.time_base
+            scale = Fraction(tb) / Fraction(tb_out)
+            if scale.denominator != 1:
+                raise EncoderError(f"cannot join chunk {k}: time base {tb} is not a multiple of {tb_out}")
+            for packet in container.demux(stream):
+                if not packet.size:
+                    continue
+                pts = packet.pts * scale.numerator if packet.pts is not None else None
+                dts = packet.dts * scale.numerator if packet.dts is not None else pts
+                if last_dts is not None and dts is not None and dts <= last_dts:
+                    dts = last_dts + 1
+                    if pts is not None and dts > pts:
+                        raise EncoderError(f"cannot join chunk {k}: its decode times overlap the previous chunk's")
+                packet.pts, packet.dts = pts, dts
+                packet.time_base = tb_out
+                packet.stream = ostream
+                out.mux(packet)
+                last_dts = dts
+                count += 1
+        out.close()
+        out = None
+    except av.error.FFmpegError as err:
+        raise EncoderError(f"joining chunks into {joined} failed: {err.strerror or err}") from err
+    finally:
+        if out is not None:
+            try:
+                out.close()
+            except Exception:  # noqa: BLE001
+                pass
+        for c in inputs:
+            c.close()
+    return count
+
+
+def join_chunks(plan: ChunkPlan, parts: list[str], output: str, meta: MasteringMetadata, workdir: str,
+                copy_audio: bool = True, copy_subtitles: bool = True) -> MuxResult:
+    """Join converted parts and mux the source's audio/subtitles once into ``output``."""
+    joined = os.path.join(workdir, "joined.mp4")
+    packets = join_video(parts, joined)
+    if packets != plan.frames:
+        raise EncoderError(f"joined video has {packets} frames, the source {plan.frames}")
+    window = StreamWindow(offset=plan.origin, end=None)
+    return mux_final(joined, plan.source, output, meta, window, copy_audio, copy_subtitles)
+
+
+# --------------------------------------------------------------------------------------
+# the whole thing
+# --------------------------------------------------------------------------------------
+
+
+class _Aggregate:
+    """Turns per-chunk frame counts into film-level :class:`ProgressEvent` s."""
+
+    def __init__(self, total: int, sink: Callable[[ProgressEvent], None] | None, t0: float) -> None:
+        self.total = total
+        self.sink = sink
+        self.t0 = t0
+        self.done: dict[int, int] = {}
+        self.last = 0.0
+
+    def frames(self) -> int:
+        return sum(self.done.values())
+
+    def update(self, index: int, frames: int, force: bool = False) -> None:
+        self.done[index] = frames
+        now = time.perf_counter()
+        if self.sink is None or (not force and now - self.last < 0.5):
+            return
+        self.last = now
+        done = self.frames()
+        elapsed = now - self.t0
+        fps = done / elapsed if elapsed > 0 else 0.0
+        eta = (self.total - done) / fps if fps > 0 else None
+        self.sink(ProgressEvent(done, self.total, round(fps, 3), None if eta is None else round(max(eta, 0.0), 1),
+                                "convert"))
+
+
+def _check_paths(src: str, dst: str, force: bool) -> None:
+    output_format(dst)
+    if os.path.abspath(dst) == os.path.abspath(src):
+        raise UsageError("output must differ from the input")
+    if os.path.exists(dst) and not force:
+        raise OutputExistsError(f"output exists: {dst} (use --force to overwrite)")
+    parent = os.path.dirname(os.path.abspath(dst))
+    if not os.path.isdir(parent):
+        raise UsageError(f"output directory does not exist: {parent}")
+
+
+def convert_chunked(
+    src: str | os.PathLike[str],
+    dst: str | os.PathLike[str] | None = None,
+    preset: str | Preset = "bt2408",
+    *,
+    chunks: int = 2,
+    engine: str | Engine = "local",
+    workers: int | None = None,
+    ray_address: str | None = None,
+    gpus_per_task: float | None = None,
+    work_dir: str | os.PathLike[str] | None = None,
+    transfer: str = "shared",
+    keep_work: bool = False,
+    **options: Any,
+) -> ChunkedReport:
+    """Convert ``src`` in up to ``chunks`` parts on an engine and join them (see the module doc).
+
+    ``engine``: ``"local"`` (process pool; ``workers`` processes, default one per GPU),
+    ``"ray"`` (``ray_address``; tasks declare ``gpus_per_task``), or an :class:`Engine`.
+    ``work_dir``: where chunk files go (default: beside the output); with Ray on several
+    machines it must be shared storage mounted at the same path everywhere, unless
+    ``transfer="object-store"`` sends the chunk bytes through Ray's object store.
+    Other keyword arguments are :class:`~hdrvideo.pipeline.ConvertOptions` fields.
+    """
+    t_start = time.perf_counter()
+    opts = ConvertOptions(preset=preset)
+    for key, value in options.items():
+        if not hasattr(opts, key):
+            raise UsageError(f"unknown option {key!r}")
+        setattr(opts, key, value)
+    if opts.start is not None or opts.duration is not None:
+        raise UsageError("--start/--duration cannot be combined with --chunks")
+    if transfer not in TRANSFERS:
+        raise UsageError(f"unknown chunk transfer {transfer!r} (choose {' or '.join(TRANSFERS)})")
+    src = str(src)
+    dst = str(dst) if dst is not None else str(default_output(src))
+    _check_paths(src, dst, opts.force)
+    info = probe(src)
+    video = require_sdr_video(info)
+    preset_obj = (opts.preset if isinstance(opts.preset, Preset) else load_preset(opts.preset)).resolve(video.height)
+    plan = plan_chunks(src, chunks, video)
+    sink = opts.progress
+    task_opts = dataclasses.replace(opts, progress=None)
+
+    own_engine = not hasattr(engine, "run")
+    eng: Engine = make_engine(engine, workers, tasks=len(plan.chunks), device=opts.device, ray_address=ray_address,
+                              gpus_per_task=gpus_per_task) if own_engine else engine  # type: ignore[arg-type]
+    if transfer == "object-store" and eng.name != "ray":
+        if own_engine:
+            eng.close()
+        raise UsageError("--chunk-transfer object-store needs --engine ray")
+    base = str(work_dir) if work_dir is not None else os.path.dirname(os.path.abspath(dst))
+    try:
+        os.makedirs(base, exist_ok=True)
+        workdir = tempfile.mkdtemp(prefix=f".{Path(dst).name}.", suffix=".hdrvideo-chunks", dir=base)
+    except OSError as err:
+        if own_engine:
+            eng.close()
+        raise UsageError(f"cannot create a work directory in {base}: {err.strerror or err}") from err
+    stages: dict[str, float] = {}
+    try:
+        if sink:
+            sink(ProgressEvent(0, plan.frames, 0.0, None, "convert"))
+        t0 = time.perf_counter()
+        paths = split_source(plan, workdir)
+        stages["split"] = time.perf_counter() - t0
+        items = []
+        for c, path in zip(plan.chunks, paths):
+            item: dict[str, Any] = {"index": c.index, "options": task_opts, "origin": plan.origin, "frames": c.frames}
+            if transfer == "object-store":
+                with open(path, "rb") as fh:
+                    item["input_data"] = fh.read()
+                item["input"] = None
+                item["output"] = None
+            else:
+                item["input"] = path
+                item["output"] = os.path.join(workdir, f"part_{c.index:04d}.mp4")
+            items.append(item)
+
+        agg = _Aggregate(plan.frames, sink, t_start)
+        results: dict[int, dict[str, Any]] = {}
+        t0 = time.perf_counter()
+        runs = eng.run(convert_chunk, items, on_progress=lambda i, p: agg.update(i, int(p.get("frame", 0))))
+        try:
+            for r in runs:
+                if not r.ok:  # one failed chunk fails the film; the others are stopped
+                    if isinstance(r.error, BaseException):
+                        raise r.error
+                    raise EncoderError(f"chunk {r.index} failed")
+                results[r.index] = r.value
+                agg.update(r.index, plan.chunks[r.index].frames, force=True)
+        finally:
+            runs.close()  # type: ignore[attr-defined]
+        stages["convert"] = time.perf_counter() - t0
+
+        parts = []
+        for c in plan.chunks:
+            res = results[c.index]
+            part = res.get("output") or os.path.join(workdir, f"part_{c.index:04d}.mp4")
+            if res.get("output_data") is not None:
+                with open(part, "wb") as fh:
+                    fh.write(res.pop("output_data"))
+            parts.append(part)
+        reports = [results[c.index]["report"] for c in plan.chunks]
+        m = preset_obj.mastering
+        meta = MasteringMetadata(m.primaries, m.max_luminance, m.min_luminance,
+                                 max_cll=max(r["max_cll"] for r in reports), max_fall=max(r["max_fall"] for r in reports))
+        if sink:
+            sink(ProgressEvent(plan.frames, plan.frames, round(plan.frames / max(time.perf_counter() - t_start, 1e-9), 3),
+                               0.0, "mux"))
+        t0 = time.perf_counter()
+        final_tmp = os.path.join(workdir, "output" + Path(dst).suffix.lower())
+        mux = join_chunks(plan, parts, final_tmp, meta, workdir, opts.copy_audio, opts.copy_subtitles)
+        stages["mux"] = time.perf_counter() - t0
+        if os.path.exists(dst) and not opts.force:
+            raise OutputExistsError(f"output appeared while converting: {dst} (use --force to overwrite)")
+        os.replace(final_tmp, dst)
+    finally:
+        if own_engine:
+            eng.close()
+        if keep_work:
+            log.info("chunk files kept in %s", workdir)
+        else:
+            shutil.rmtree(workdir, ignore_errors=True)
+
+    seconds = time.perf_counter() - t_start
+    warnings = list(plan.warnings) + [f"assumed {a}" for a in video.assumed]
+    for r in reports:
+        for w in r["warnings"]:
+            if w not in warnings and not w.startswith("assumed "):
+                warnings.append(w)
+    warnings += mux.skipped
+    first = reports[0]
+    report = ChunkedReport(
+        input=info.path, output=dst, preset=first["preset"], processor=first["processor"], encoder=first["encoder"],
+        frames=plan.frames, seconds=round(seconds, 3), fps=round(plan.frames / seconds, 3) if seconds > 0 else 0.0,
+        input_size=(video.width, video.height), output_size=tuple(first["output_size"]),  # type: ignore[arg-type]
+        max_cll=meta.max_cll, max_fall=meta.max_fall, stage_seconds={k: round(v, 3) for k, v in stages.items()},
+        warnings=warnings, streams_copied=mux.copied,
+        peak_rss_mb=round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
+        chunks=[{"index": c.index, "start_s": round(float(c.start), 6), "frames": c.frames,
+                 "max_cll": r["max_cll"], "max_fall": r["max_fall"], "seconds": r["seconds"]}
+                for c, r in zip(plan.chunks, reports)],
+        engine=eng.name,
+    )
+    if sink:
+        sink(ProgressEvent(report.frames, report.frames, report.fps, 0.0, "done"))
+    return report
