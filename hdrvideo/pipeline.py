@@ -77,6 +77,8 @@ class ConvertOptions:
     queue_size: int = 2
     light_level: str = "decoded"  # MaxCLL/MaxFALL measured on the decoded output, or the encoder "input"
     progress: Callable[[ProgressEvent], None] | None = None
+    #: extra options for the inference backend (e.g. ``{"threads": 2}`` for onnxruntime)
+    backend_options: dict[str, Any] | None = None
     #: Source time in seconds (a frame's pts × the video time base, on the input's own
     #: timeline) that becomes t = 0 in the output. ``None``: the first converted frame.
     #: Chunked conversion sets the film's first frame here, so each chunk keeps its place
@@ -197,8 +199,24 @@ class ProcessStage:
             fmax, fmean = fmax.double().cpu().numpy(), fmean.double().cpu().numpy()
         else:
             fmax = fmean = np.zeros(n)
-        to_host = lambda t: t.to(torch.int16).cpu().numpy().view(np.uint16)  # noqa: E731
-        return PackedBatch(to_host(y), to_host(cb), to_host(cr), list(pts), fmax, fmean)
+        y, cb, cr = self.to_host(y, cb, cr)
+        return PackedBatch(y, cb, cr, list(pts), fmax, fmean)
+
+    def to_host(self, *planes: Tensor) -> list[np.ndarray]:
+        """Packed 10-bit planes → host uint16 arrays (the only device→host copy of a frame).
+
+        On CUDA the copies go into pinned (page-locked) host buffers, non_blocking, and one
+        stream synchronisation waits for all of them: about twice the bandwidth of pageable
+        copies, and no per-plane stalls.
+        """
+        dev16 = [t.to(torch.int16) for t in planes]  # 10-bit codes fit; uint16 bits viewed as int16
+        if self.device.type != "cuda":
+            return [t.cpu().numpy().view(np.uint16) for t in dev16]
+        host = [torch.empty(t.shape, dtype=torch.int16, pin_memory=True) for t in dev16]
+        for h, d in zip(host, dev16):
+            h.copy_(d, non_blocking=True)
+        torch.cuda.current_stream(self.device).synchronize()
+        return [h.numpy().view(np.uint16) for h in host]
 
 
 class LightMeter:
@@ -349,7 +367,8 @@ class Pipeline:
             raise InputError(f"--start {float(start):g}s is beyond the end of the video ({video.duration:.3f}s)")
         out_w, out_h = output_size(video.width, video.height, preset.scale, preset.target)
         device = opt.device or ("cuda" if torch.cuda.is_available() else "cpu")
-        processor = build_processor(preset, device=device, weights=opt.weights, backend=opt.backend)
+        processor = build_processor(preset, device=device, weights=opt.weights, backend=opt.backend,
+                                    **(opt.backend_options or {}))
         warnings = [f"assumed {a}" for a in video.assumed]
         for w in warnings:
             log.warning("%s", w)
@@ -378,6 +397,7 @@ class Pipeline:
     def _run(self, t_start, src, video, preset, processor, decoder, stage, total, out_size, mastering,
              tmpdir, warnings) -> Report:
         opt = self.options
+        self._busy["setup"] = time.perf_counter() - t_start  # probe, model load, session/engine creation
         q_dec: queue.Queue = queue.Queue(maxsize=opt.queue_size)
         q_enc: queue.Queue = queue.Queue(maxsize=opt.queue_size)
         q_meter: queue.Queue = queue.Queue(maxsize=256)

@@ -1,0 +1,304 @@
+"""``hdrvideo bench``: how fast each stage and the whole pipeline run on this machine.
+
+Measured, in one process and one run (so the ratios are comparable even on a noisy machine):
+
+* **decode** — PyAV decode of the input into batch buffers (:class:`~hdrvideo.media.decode.Decoder`);
+* **model** — the network on the chosen backend, warm (the first run, which builds engines or
+  sessions and allocates, is excluded);
+* **colour/pack** — Y'CbCr→R'G'B' on the device, then R'G'B'→Y'CbCr BT.2020 10-bit 4:2:0 and the
+  copy of the packed planes to the host (:class:`~hdrvideo.pipeline.ProcessStage` without the model);
+* **encode** — x265 (or NVENC) with the preset's settings, including the final flush;
+* **measure** — the light meter decoding the encoded stream again for MaxCLL/MaxFALL (when the
+  pipeline measures the decoded output, its default);
+* **end-to-end** — the real :class:`~hdrvideo.pipeline.Pipeline` on the same input, steady state
+  (its one-off setup — probe, model load, session/engine creation — and the final mux excluded,
+  and reported separately).
+
+The pipeline runs decode, process (= colour/pack + model, one thread) and encode (+ measure) in
+overlapping threads, so its throughput is bounded by its slowest *thread*:
+**efficiency = end-to-end fps ÷ the slowest pipeline stage's fps**, where the process stage's
+fps is 1 / (1/model + 1/colour_pack). 1.0 means perfect overlap; stages that run in turn instead
+of together would give 1/(number of stages) or so.
+
+Every stage is measured with the same CPU thread budget the pipeline uses
+(:func:`thread_budget`), so the comparison is fair.
+
+Weights: ``--weights`` or the preset's installed file. ``--random-weights`` benchmarks a
+randomly initialised network of the preset's architecture — labelled as such in the result, and
+only ever inside ``bench`` (user-facing conversion never runs random weights).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import resource
+import tempfile
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from .errors import InputError, UsageError, WeightsMissingError
+
+__all__ = ["BenchResult", "run_bench", "thread_budget", "parse_size"]
+
+log = logging.getLogger(__name__)
+
+
+def parse_size(text: str) -> tuple[int, int]:
+    try:
+        w, h = (int(v) for v in text.lower().replace("×", "x").split("x"))
+    except ValueError:
+        raise UsageError(f"size must be WIDTHxHEIGHT, got {text!r}") from None
+    if w < 16 or h < 16 or w % 2 or h % 2:
+        raise UsageError(f"size must be even and at least 16x16, got {text!r}")
+    return w, h
+
+
+def thread_budget(device: str | torch.device, cores: int | None = None) -> dict[str, int]:
+    """CPU threads per stage so the stages overlap instead of fighting for the cores.
+
+    On a GPU the model does not use CPU threads; on CPU the model is the heaviest stage by far
+    and gets every core for its intra-op pool (ORT workers sleep instead of spinning, so decode
+    and x265 threads get the cores whenever the model waits). torch's own intra-op pool (used by
+    the colour/pack maths and the torch backend) gets the same number.
+    """
+    cores = cores or os.cpu_count() or 1
+    dev = torch.device(device)
+    model = 1 if dev.type == "cuda" else cores
+    return {"cores": cores, "model": model, "torch": cores if dev.type != "cuda" else min(cores, 4)}
+
+
+@dataclass
+class BenchResult:
+    preset: str
+    arch: str | None
+    backend: str
+    device: str
+    weights: str  # a path, or "random (bench only)"
+    input: str  # "synthetic" or a path
+    input_size: tuple[int, int]
+    output_size: tuple[int, int]
+    frames: int
+    batch: int
+    threads: dict[str, int]
+    fps: dict[str, float]  # decode, model, colour_pack, process, encode, measure, end_to_end
+    slowest_stage: str
+    efficiency: float  # end_to_end ÷ slowest pipeline stage
+    efficiency_vs_slowest_part: float  # end_to_end ÷ min(decode, model, colour_pack, encode, measure)
+    setup_s: float
+    peak_rss_mb: float
+    processor: str = ""
+    notes: list[str] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def _fps(frames: int, seconds: float) -> float:
+    return round(frames / seconds, 3) if seconds > 0 else float("inf")
+
+
+class _Passthrough:
+    """A processor stand-in used only to build a ProcessStage for the colour/pack timing."""
+
+    def __init__(self, scale: int, device: torch.device) -> None:
+        self.scale, self.device, self.description = scale, device, "passthrough"
+
+    def __call__(self, rgb):  # pragma: no cover - never called
+        return rgb
+
+
+def run_bench(
+    preset: str = "sr4-itm",
+    weights: str | None = None,
+    backend: str = "auto",
+    device: str | None = None,
+    size: tuple[int, int] = (240, 136),
+    frames: int = 24,
+    input: str | None = None,
+    random_weights: bool = False,
+    batch: int | None = None,
+    x265_preset: str | None = None,
+    threads: int | None = None,
+    workdir: str | None = None,
+) -> BenchResult:
+    """Measure the stages and the whole pipeline; see the module docstring."""
+    from . import models
+    from .media.decode import Decoder
+    from .media.encode import EncoderConfig, HevcEncoder
+    from .media.probe import probe, require_sdr_video
+    from .media.sample import write_clip
+    from .pipeline import ConvertOptions, LightMeter, Pipeline, ProcessStage
+    from .presets import find_weights, load_preset, output_size
+    from .processors import build_processor
+
+    if frames < 2:
+        raise UsageError("--frames must be at least 2")
+    device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+    budget = thread_budget(device, threads)
+    torch_threads_before = torch.get_num_threads()
+    torch.set_num_threads(budget["torch"])
+    notes: list[str] = []
+    tmp = tempfile.TemporaryDirectory(prefix="hdrvideo-bench-", dir=workdir)
+    try:
+        work = Path(tmp.name)
+        # ---- input ----------------------------------------------------------------------
+        if input is None:
+            clip = work / "synthetic.mp4"
+            write_clip(str(clip), width=size[0], height=size[1], seconds=frames / 24, fps=24, audio=False)
+            source = "synthetic"
+        else:
+            clip = Path(input)
+            if not clip.is_file():
+                raise InputError(f"input not found: {input}")
+            source = str(clip)
+        video = require_sdr_video(probe(str(clip)))
+        p = load_preset(preset).resolve(video.height)
+        if batch is not None:
+            p = p.replace(batch=int(batch))
+        if x265_preset is not None:
+            p = p.replace(encode=p.encode.__class__(encoder=p.encode.encoder, crf=p.encode.crf,
+                                                    x265_preset=x265_preset, chroma_siting=p.encode.chroma_siting))
+        out_w, out_h = output_size(video.width, video.height, p.scale, p.target)
+
+        # ---- weights ----------------------------------------------------------------------
+        label = "none (classical)"
+        if p.processor == "neural":
+            path = weights or (None if random_weights else find_weights(p))
+            if path is None and random_weights:
+                torch.manual_seed(0)
+                model = models.create(p.model.arch, colour_domain=p.model.colour_domain)
+                path = str(models.save_weights(model, work / f"random-{p.model.arch}.safetensors"))
+                label = "random (bench only)"
+                notes.append("random weights: speed only, the output is meaningless")
+            elif path is None:
+                raise WeightsMissingError(
+                    f"preset {p.name!r} needs weights that are not installed; pass --weights PATH, "
+                    "or --random-weights to time a randomly initialised network (bench only)")
+            else:
+                label = str(path)
+            weights = str(path)
+
+        backend_options = {"threads": budget["model"]} if backend in ("auto", "onnxruntime") else {}
+        processor = build_processor(p, device=device, weights=weights, backend=backend, **backend_options)
+        dev = processor.device
+
+        # ---- decode -----------------------------------------------------------------------
+        dec = Decoder(str(clip), video, batch=p.batch, pin_memory=dev.type == "cuda", buffers=4)
+        batches = []
+        t0 = time.perf_counter()
+        n_dec = 0
+        for b in dec:
+            batches.append(([t.clone() for t in b.planes], list(b.pts)))
+            n_dec += b.size
+            if b.release:
+                b.release()
+        t_decode = time.perf_counter() - t0
+        if n_dec == 0:
+            raise InputError(f"no frames decoded from {clip}")
+        frames = n_dec
+
+        # ---- model (warm) -----------------------------------------------------------------
+        stage = ProcessStage(_Passthrough(p.scale, dev), dec.layout, video, (out_w, out_h), p.encode.chroma_siting,
+                             measure=False)
+        rgbs = [stage.to_rgb(planes) for planes, _ in batches]
+        with torch.inference_mode():
+            processor(rgbs[0])  # warm-up: session/engine creation, allocations
+            _sync(dev)
+            t0 = time.perf_counter()
+            hdrs = [processor(rgb) for rgb in rgbs]
+            _sync(dev)
+        t_model = time.perf_counter() - t0
+
+        # ---- colour / pack ----------------------------------------------------------------
+        packed = []
+        with torch.inference_mode():
+            t0 = time.perf_counter()
+            for (planes, _), hdr in zip(batches, hdrs):
+                stage.to_rgb(planes)
+                y, cb, cr = stage.pack(hdr)
+                packed.append(tuple(stage.to_host(y, cb, cr)))
+            _sync(dev)
+        t_colour = time.perf_counter() - t0
+        del hdrs, rgbs
+
+        # ---- encode -----------------------------------------------------------------------
+        from .media.hdr10_boxes import MasteringMetadata
+
+        mastering = MasteringMetadata(p.mastering.primaries, p.mastering.max_luminance, p.mastering.min_luminance)
+        enc_path = work / "encode.mp4"
+        packets: list[Any] = []
+        enc = HevcEncoder(str(enc_path), EncoderConfig(
+            width=out_w, height=out_h, time_base=video.time_base, rate=video.rate, encoder=p.encode.encoder,
+            crf=p.encode.crf, x265_preset=p.encode.x265_preset, chroma_siting=p.encode.chroma_siting,
+            mastering=mastering), packet_sink=lambda pk: packets.append((bytes(pk), pk.pts, pk.dts)))
+        t0 = time.perf_counter()
+        k = 0
+        for (y, cb, cr), (_, pts) in zip(packed, batches):
+            for i in range(len(pts)):
+                enc.encode(y[i], cb[i], cr[i], k)
+                k += 1
+        enc.close()
+        t_encode = time.perf_counter() - t0
+        extradata = enc.extradata
+
+        # ---- light meter ------------------------------------------------------------------
+        import av
+
+        meter = LightMeter(dev, p.encode.chroma_siting)
+        if extradata:
+            meter.decoder.extradata = extradata
+        t0 = time.perf_counter()
+        for data, pts, dts in packets:
+            pk = av.Packet(data)
+            pk.pts, pk.dts = pts, dts
+            meter.feed(pk)
+        meter.feed(None)
+        t_measure = time.perf_counter() - t0
+        del packed, batches
+
+        # ---- end to end -------------------------------------------------------------------
+        out = work / "e2e.mp4"
+        opts = ConvertOptions(preset=p, weights=weights, backend=backend, device=device, force=True,
+                              copy_audio=False, copy_subtitles=False,
+                              backend_options=backend_options)  # the same thread budget as the stage timings
+        report = Pipeline(str(clip), str(out), opts).run()
+        setup = float(report.stage_seconds.get("setup", 0.0))
+        steady = report.seconds - setup - float(report.stage_seconds.get("mux", 0.0))
+        e2e = _fps(report.frames, steady)
+        if report.frames != frames:
+            notes.append(f"pipeline converted {report.frames} frames, stages timed {frames}")
+
+        fps = {
+            "decode": _fps(frames, t_decode),
+            "model": _fps(frames, t_model),
+            "colour_pack": _fps(frames, t_colour),
+            "process": _fps(frames, t_model + t_colour),
+            "encode": _fps(frames, t_encode),
+            "measure": _fps(frames, t_measure),
+            "end_to_end": e2e,
+        }
+        pipeline_stages = {k: fps[k] for k in ("decode", "process", "encode", "measure")}
+        slowest = min(pipeline_stages, key=pipeline_stages.get)
+        parts = min(fps[k] for k in ("decode", "model", "colour_pack", "encode", "measure"))
+        return BenchResult(
+            preset=p.name, arch=p.model.arch if p.model else None, backend=getattr(getattr(processor, "backend", None), "name", backend),
+            device=str(dev), weights=label, input=source, input_size=(video.width, video.height),
+            output_size=(out_w, out_h), frames=frames, batch=p.batch, threads=budget, fps=fps,
+            slowest_stage=slowest, efficiency=round(e2e / pipeline_stages[slowest], 3),
+            efficiency_vs_slowest_part=round(e2e / parts, 3), setup_s=round(setup, 3),
+            peak_rss_mb=round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
+            processor=processor.description, notes=notes,
+        )
+    finally:
+        tmp.cleanup()
+        torch.set_num_threads(torch_threads_before)
+
+
+def _sync(dev: torch.device) -> None:
+    if dev.type == "cuda":
+        torch.cuda.synchronize(dev)
