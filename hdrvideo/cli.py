@@ -62,6 +62,10 @@ def _main(
     import av.logging
 
     av.logging.set_level(av.logging.VERBOSE if debug else av.logging.ERROR)
+    # FFmpeg's own messages (e.g. "EBML header parsing failed") would add lines to our one-line
+    # errors; they are shown with --debug or --log-level debug only.
+    if not debug and log_level != LogLevel.debug:
+        logging.getLogger("libav").setLevel(logging.CRITICAL)
 
 
 def fail(message: str, code: int) -> typer.Exit:
@@ -185,6 +189,12 @@ def convert(
     no_subtitles: Annotated[bool, typer.Option("--no-subtitles", help="Do not copy subtitle streams.")] = False,
     progress: Annotated[ProgressMode, typer.Option("--progress", help="Progress display; json writes one object per line to stderr.")] = ProgressMode.auto,
     as_json: Annotated[bool, typer.Option("--json", help="Print the final report as JSON on stdout.")] = False,
+    chunks: Annotated[int, typer.Option("--chunks", help="Split at keyframes into N parts, convert them in parallel, join them (1 = one piece).")] = 1,
+    engine: Annotated[str, typer.Option("--engine", help="Where chunks run: local (process pool) or ray.")] = "local",
+    workers: Annotated[Optional[int], typer.Option("--workers", help="Local worker processes for --chunks (default: one per GPU, else a CPU-friendly few).")] = None,
+    ray_address: Annotated[Optional[str], typer.Option("--ray-address", help="Ray cluster address for --engine ray (default: start a local Ray).")] = None,
+    work_dir: Annotated[Optional[Path], typer.Option("--work-dir", help="Where chunk files go (default: beside the output; shared storage on a Ray cluster).")] = None,
+    chunk_transfer: Annotated[str, typer.Option("--chunk-transfer", help="How chunks reach Ray workers: shared (files in --work-dir) or object-store.")] = "shared",
 ) -> None:
     """Convert an SDR video to HDR10 (HEVC Main10, PQ, BT.2020, ST 2086 + MaxCLL/MaxFALL)."""
     from .pipeline import ConvertOptions, Pipeline
@@ -197,7 +207,18 @@ def convert(
             tile=tile, force=force, copy_audio=not no_audio, copy_subtitles=not no_subtitles,
             progress=sink if sink.mode != ProgressMode.none else None,
         )
-        report = Pipeline(input, output, opts).run()
+        if chunks != 1 or engine != "local":
+            import dataclasses
+
+            from .farm.chunks import convert_chunked
+
+            report = convert_chunked(
+                input, output, chunks=chunks, engine=engine, workers=workers, ray_address=ray_address,
+                work_dir=work_dir, transfer=chunk_transfer,
+                **{f.name: getattr(opts, f.name) for f in dataclasses.fields(opts)},
+            )
+        else:
+            report = Pipeline(input, output, opts).run()
     if progress == ProgressMode.json:
         sys.stderr.write(json.dumps({"frame": report.frames, "total": report.frames, "fps": report.fps, "eta_s": 0.0,
                                      "stage": "done", "report": report.to_dict()}) + "\n")
