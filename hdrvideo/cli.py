@@ -62,6 +62,10 @@ def _main(
     import av.logging
 
     av.logging.set_level(av.logging.VERBOSE if debug else av.logging.ERROR)
+    # FFmpeg's own messages (e.g. "EBML header parsing failed") would add lines to our one-line
+    # errors; they are shown with --debug or --log-level debug only.
+    if not debug and log_level != LogLevel.debug:
+        logging.getLogger("libav").setLevel(logging.CRITICAL)
 
 
 def fail(message: str, code: int) -> typer.Exit:
