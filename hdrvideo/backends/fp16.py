@@ -119,7 +119,7 @@ def node_precisions(model, stat_inputs: tuple[str, ...] | None = None) -> dict[i
     """Index of every node with float data → ``"fp32"`` or ``"fp16"`` under the policy above."""
     g = model.graph
     types = _elem_types(model)
-    init = {t.name for t in g.initializer}
+    init = {t.name for t in g.initializer} | {o for n in g.node if n.op_type == "Constant" for o in n.output}
     graph_outputs = {o.name for o in g.output}
     if stat_inputs is None:
         stat_inputs = tuple(i.name for i in g.input if i.name.startswith("ctx"))
