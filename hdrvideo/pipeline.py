@@ -79,11 +79,6 @@ class ConvertOptions:
     progress: Callable[[ProgressEvent], None] | None = None
     #: extra options for the inference backend (e.g. ``{"threads": 2}`` for onnxruntime)
     backend_options: dict[str, Any] | None = None
-    #: Source time in seconds (a frame's pts × the video time base, on the input's own
-    #: timeline) that becomes t = 0 in the output. ``None``: the first converted frame.
-    #: Chunked conversion sets the film's first frame here, so each chunk keeps its place
-    #: on the film's timeline (and its VFR timestamps) and the parts join by stream copy.
-    timeline_origin: Fraction | float | None = None
 
 
 @dataclass
@@ -463,8 +458,7 @@ class Pipeline:
                         break
                     t0 = time.perf_counter()
                     if enc is None:
-                        first_pts.append(packed.pts[0] if opt.timeline_origin is None
-                                         else self._origin_pts(opt.timeline_origin, video.time_base, packed.pts[0]))
+                        first_pts.append(packed.pts[0])
                         enc = HevcEncoder(intermediate, EncoderConfig(
                             width=out_size[0], height=out_size[1], time_base=video.time_base, rate=video.rate,
                             encoder=encoder_name, crf=preset.encode.crf, x265_preset=preset.encode.x265_preset,
@@ -556,17 +550,6 @@ class Pipeline:
         if opt.progress:
             opt.progress(ProgressEvent(frames, frames, report.fps, 0.0, "done"))
         return report
-
-    @staticmethod
-    def _origin_pts(origin: Fraction | float, time_base: Fraction, first: int) -> int:
-        """``timeline_origin`` in stream ticks; it must not lie after the first frame."""
-        ticks = Fraction(origin).limit_denominator(10**9) / time_base
-        pts = int(round(ticks))
-        if abs(ticks - pts) > Fraction(1, 1000):
-            log.warning("timeline origin %ss is not on the %s time base; rounded", float(origin), time_base)
-        if pts > first:
-            raise UsageError(f"timeline origin {float(origin):g}s lies after the first frame ({float(first * time_base):g}s)")
-        return pts
 
     def _progress_event(self, t_start: float, total: int, stage: str) -> ProgressEvent:
         done = self._frames_done
