@@ -6,16 +6,19 @@
    splits decode order and presentation order identically, so no frame is lost or doubled
    by B-frame reordering or open GOPs. The cuts nearest to equal frame counts are chosen.
 2. **Split** (:func:`split_source`): the video packets are stream-copied into one MOV per
-   chunk, timestamps untouched (MOV keeps the time base exactly, or an exact multiple of it).
+   chunk, all timestamps of a chunk shifted by the same whole number of ticks so that its
+   first frame is at 0 (MOV keeps the time base exactly, or an exact multiple of it, and
+   relative — also VFR — timestamps exactly; an absolute start offset it would round to the
+   millisecond of its movie time scale, so none is left for it to store).
 3. **Convert** (:func:`convert_chunk`, run by an engine): each chunk is an ordinary
-   :class:`~hdrvideo.pipeline.Pipeline` conversion without audio, with
-   ``timeline_origin`` = the film's first frame, so its frames keep their place (and VFR
-   timestamps) on the film's timeline. The worker checks the frame count.
+   :class:`~hdrvideo.pipeline.Pipeline` conversion without audio. The worker checks the
+   frame count.
 4. **Join** (:func:`join_chunks`): the converted parts are stream-copied one after the other
-   into one video-only MP4, whose HDR10 container metadata is given MaxCLL/MaxFALL = the
-   maxima over all chunks (the HEVC SEI says 0,0 = unknown in every chunk, so it needs no
-   change); then :func:`hdrvideo.media.mux.mux_final` adds the source's audio and subtitles
-   once, over the whole duration, exactly as a one-piece conversion does.
+   into one video-only MP4, each shifted by its exact offset from the film's first frame
+   (from the plan), whose HDR10 container metadata is given MaxCLL/MaxFALL = the maxima over
+   all chunks (the HEVC SEI says 0,0 = unknown in every chunk, so it needs no change); then
+   :func:`hdrvideo.media.mux.mux_final` adds the source's audio and subtitles once, over the
+   whole duration, exactly as a one-piece conversion does.
 
 Limits: the input must carry timestamps on every video packet and no edit list that hides
 frames (then: convert in one piece); ``start``/``duration`` are not combined with chunks.
@@ -68,6 +71,7 @@ class Chunk:
     end_packet: int  # exclusive
     start: Fraction  # presentation time of its first frame (source seconds)
     frames: int
+    first_pts: int  # that time in source ticks: the chunk file's timestamps are shifted by it
 
 
 @dataclass
@@ -170,7 +174,8 @@ def plan_chunks(src: str | os.PathLike[str], chunks: int, video: VideoInfo | Non
     parts = []
     for i in range(len(bounds) - 1):
         a, b = bounds[i], bounds[i + 1]
-        parts.append(Chunk(i, a, b, Fraction(min(pts[a:b])) * tb, b - a))
+        first = min(pts[a:b])
+        parts.append(Chunk(i, a, b, Fraction(first) * tb, b - a, first))
     return ChunkPlan(src, video.index, tb, Fraction(min(pts)) * tb, n, parts, warnings)
 
 
@@ -198,6 +203,10 @@ def split_source(plan: ChunkPlan, workdir: str | os.PathLike[str]) -> list[str]:
                     raise UnsupportedInputError(
                         f"cannot split {stream.codec_context.name} video by stream copy ({err}); convert in one piece"
                     ) from err
+            shift = plan.chunks[k].first_pts
+            packet.pts -= shift
+            if packet.dts is not None:
+                packet.dts -= shift
             packet.stream = ostream
             out.mux(packet)
             index += 1
@@ -225,7 +234,7 @@ def split_source(plan: ChunkPlan, workdir: str | os.PathLike[str]) -> list[str]:
 
 def convert_chunk(item: dict[str, Any], progress: Callable[[Any], None]) -> dict[str, Any]:
     """Convert one chunk. ``item``: index, input (path) or input_data (bytes), output (path;
-    None = return ``output_data`` bytes), options (:class:`ConvertOptions`), origin, frames."""
+    None = return ``output_data`` bytes), options (:class:`ConvertOptions`), frames."""
     index = item["index"]
     tmp = None
     try:
@@ -245,7 +254,7 @@ def convert_chunk(item: dict[str, Any], progress: Callable[[Any], None]) -> dict
 
         opts = dataclasses.replace(
             item["options"], copy_audio=False, copy_subtitles=False, force=True, start=None, duration=None,
-            timeline_origin=item["origin"], progress=forward,
+            progress=forward,
         )
         report = Pipeline(src, dst, opts).run()
         if report.frames != item["frames"]:
@@ -265,8 +274,9 @@ def convert_chunk(item: dict[str, Any], progress: Callable[[Any], None]) -> dict
 # --------------------------------------------------------------------------------------
 
 
-def join_video(parts: list[str], joined: str) -> int:
-    """Concatenate the video of converted parts (absolute timestamps) into a video-only MP4.
+def join_video(parts: list[str], offsets: list[Fraction], joined: str) -> int:
+    """Concatenate the video of converted parts into a video-only MP4, part *k* shifted by
+    ``offsets[k]`` seconds (its first frame's time on the film's timeline).
 
     Returns the number of packets. Decode timestamps are kept, except that a part whose first
     DTS does not follow the previous part's last one (possible with VFR) is nudged forward
@@ -288,11 +298,15 @@ def join_video(parts: list[str], joined: str) -> int:
             scale = Fraction(tb) / Fraction(tb_out)
             if scale.denominator != 1:
                 raise EncoderError(f"cannot join chunk {k}: time base {tb} is not a multiple of {tb_out}")
+            ticks = Fraction(offsets[k]) / Fraction(tb_out)
+            shift = round(ticks)
+            if ticks != shift:
+                log.warning("chunk %d starts between two ticks of %s; rounded", k, tb_out)
             for packet in container.demux(stream):
                 if not packet.size:
                     continue
-                pts = packet.pts * scale.numerator if packet.pts is not None else None
-                dts = packet.dts * scale.numerator if packet.dts is not None else pts
+                pts = packet.pts * scale.numerator + shift if packet.pts is not None else None
+                dts = packet.dts * scale.numerator + shift if packet.dts is not None else pts
                 if last_dts is not None and dts is not None and dts <= last_dts:
                     dts = last_dts + 1
                     if pts is not None and dts > pts:
@@ -322,7 +336,7 @@ def join_chunks(plan: ChunkPlan, parts: list[str], output: str, meta: MasteringM
                 copy_audio: bool = True, copy_subtitles: bool = True) -> MuxResult:
     """Join converted parts and mux the source's audio/subtitles once into ``output``."""
     joined = os.path.join(workdir, "joined.mp4")
-    packets = join_video(parts, joined)
+    packets = join_video(parts, [c.start - plan.origin for c in plan.chunks], joined)
     if packets != plan.frames:
         raise EncoderError(f"joined video has {packets} frames, the source {plan.frames}")
     window = StreamWindow(offset=plan.origin, end=None)
@@ -440,7 +454,7 @@ def convert_chunked(
         stages["split"] = time.perf_counter() - t0
         items = []
         for c, path in zip(plan.chunks, paths):
-            item: dict[str, Any] = {"index": c.index, "options": task_opts, "origin": plan.origin, "frames": c.frames}
+            item: dict[str, Any] = {"index": c.index, "options": task_opts, "frames": c.frames}
             if transfer == "object-store":
                 with open(path, "rb") as fh:
                     item["input_data"] = fh.read()
