@@ -14,7 +14,10 @@ class NeuralProcessor:
     Tiling (with ``overlap`` input pixels blended by a smooth window) keeps peak memory
     bounded for large frames: a 4K output never needs one giant activation tensor. Backends
     that offer ``run_tiled`` compute the network's image-level statistics (attention vectors,
-    global priors) once on the whole frame, so tiles agree with the untiled result.
+    global priors) once on the whole frame, so tiles agree with the untiled result: torch with
+    the model's ``global_context``, onnxruntime and TensorRT with an exported *context* graph
+    (whole frame → statistics) and a *tile* graph (tile + statistics → output). A backend
+    without ``run_tiled`` falls back to per-tile statistics, which is approximate.
     """
 
     def __init__(self, backend: Backend, scale: int, tile: int = 0, overlap: int = 16, description: str = "") -> None:
@@ -32,7 +35,7 @@ class NeuralProcessor:
             run_tiled = getattr(self.backend, "run_tiled", None)
             if run_tiled is not None:  # exact: the model's global statistics are computed once
                 out = run_tiled(rgb, self.tile, self.overlap)
-            else:  # graph backends: every tile computes its own statistics (approximate)
+            else:  # a backend without run_tiled: every tile computes its own statistics (approximate)
                 from .tiling import tiled_forward
 
                 out = tiled_forward(self.backend.run, rgb, self.scale, self.tile, self.overlap)
