@@ -32,7 +32,7 @@ from torch import Tensor
 
 from . import colour
 from . import errors as hdrvideo_errors
-from .errors import HdrvideoError, InputError, OutputExistsError, UsageError
+from .errors import HdrvideoError, InputError, OutputExistsError, UnsupportedInputError, UsageError
 from .media.decode import Decoder, FrameBatch, PlaneLayout, parse_time
 from .media.encode import ENCODERS, EncoderConfig, HevcEncoder
 from .media.hdr10_boxes import MasteringMetadata
@@ -257,6 +257,7 @@ class LightMeter:
 # --------------------------------------------------------------------------------------
 
 _END = object()
+MIN_OUTPUT_WIDTH = 64
 
 
 class _Stop(Exception):
@@ -361,6 +362,10 @@ class Pipeline:
         if start is not None and video.duration and start >= Fraction(video.duration).limit_denominator(10**6):
             raise InputError(f"--start {float(start):g}s is beyond the end of the video ({video.duration:.3f}s)")
         out_w, out_h = output_size(video.width, video.height, preset.scale, preset.target)
+        if out_w < MIN_OUTPUT_WIDTH:
+            # libx265 4.x corrupts its heap on pictures 33–48 pixels wide (seen with FFmpeg 8.1's
+            # build); nothing that narrow is a real HDR10 deliverable, so refuse cleanly.
+            raise UnsupportedInputError(f"output would be {out_w} pixels wide; HEVC encoding needs at least {MIN_OUTPUT_WIDTH}")
         device = opt.device or ("cuda" if torch.cuda.is_available() else "cpu")
         processor = build_processor(preset, device=device, weights=opt.weights, backend=opt.backend,
                                     **(opt.backend_options or {}))

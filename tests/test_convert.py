@@ -299,10 +299,12 @@ def test_bad_inputs_raise_clear_errors(tmp_path):
     text.write_text("not a video")
     with pytest.raises(InputError, match="not a readable media file"):
         hdrvideo.convert(text)
-    odd = write_planes_clip(tmp_path / "odd.mkv", [flat_planes(63, 35, (100, 128, 128), sub=(2, 2))],
-                            pix_fmt="yuv444p" if False else "yuv420p")
+    odd = write_planes_clip(tmp_path / "odd.mkv", [flat_planes(63, 35, (100, 128, 128))])
     with pytest.raises(UnsupportedInputError, match="odd frame size"):
         hdrvideo.convert(odd)
+    narrow = write_planes_clip(tmp_path / "narrow.mkv", [flat_planes(40, 36, (100, 128, 128))])
+    with pytest.raises(UnsupportedInputError, match="at least 64"):
+        hdrvideo.convert(narrow)
 
 
 def test_audio_only_and_hdr_inputs_refused(tmp_path):
