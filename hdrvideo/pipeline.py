@@ -34,7 +34,7 @@ from . import colour
 from . import errors as hdrvideo_errors
 from .errors import HdrvideoError, InputError, OutputExistsError, UnsupportedInputError, UsageError
 from .media.decode import Decoder, FrameBatch, PlaneLayout, parse_time
-from .media.encode import ENCODERS, EncoderConfig, HevcEncoder
+from .media.encode import EncoderConfig, HevcEncoder, check_encoder
 from .media.hdr10_boxes import MasteringMetadata
 from .media.mux import OUTPUT_FORMATS, StreamWindow, mux_final, output_format
 from .media.probe import VideoInfo, probe, require_sdr_video
@@ -366,6 +366,7 @@ class Pipeline:
             # libx265 4.x corrupts its heap on pictures 33–48 pixels wide (seen with FFmpeg 8.1's
             # build); nothing that narrow is a real HDR10 deliverable, so refuse cleanly.
             raise UnsupportedInputError(f"output would be {out_w} pixels wide; HEVC encoding needs at least {MIN_OUTPUT_WIDTH}")
+        check_encoder(preset.encode.encoder)
         device = opt.device or ("cuda" if torch.cuda.is_available() else "cpu")
         processor = build_processor(preset, device=device, weights=opt.weights, backend=opt.backend,
                                     **(opt.backend_options or {}))

@@ -363,6 +363,16 @@ def test_failure_and_interrupt_leave_no_files(tmp_path, sample_clip):
     assert list(out_dir.iterdir()) == []
 
 
+def test_nvenc_without_gpu_fails_before_work(tmp_path, sample_clip):
+    import torch as _torch
+
+    if _torch.cuda.is_available():
+        pytest.skip("a GPU is present")
+    with pytest.raises(hdrvideo.EncoderError, match="NVIDIA GPU"):
+        hdrvideo.convert(sample_clip, tmp_path / "n.mp4", encoder="hevc_nvenc")
+    assert not (tmp_path / "n.mp4").exists()
+
+
 def test_default_output_name(tmp_path, sample_clip):
     report = hdrvideo.convert(sample_clip, **FAST)
     assert report.output == str(tmp_path / "sample.hdr10.mp4")

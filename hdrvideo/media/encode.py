@@ -22,7 +22,7 @@ import numpy as np
 from ..errors import EncoderError, UsageError
 from .hdr10_boxes import MasteringMetadata
 
-__all__ = ["EncoderConfig", "HevcEncoder", "encoder_available", "ENCODERS"]
+__all__ = ["EncoderConfig", "HevcEncoder", "encoder_available", "check_encoder", "ENCODERS"]
 
 log = logging.getLogger(__name__)
 
@@ -38,6 +38,25 @@ def encoder_available(name: str) -> bool:
         return True
     except (av.error.FFmpegError, ValueError):
         return False
+
+
+def check_encoder(name: str) -> None:
+    """Open the encoder once on a tiny picture, so a missing GPU/driver fails before any work."""
+    if name not in ENCODERS:
+        raise UsageError(f"unknown encoder {name!r} (choose from {', '.join(ENCODERS)})")
+    if not encoder_available(name):
+        raise EncoderError(f"encoder {name} is not available in this FFmpeg build")
+    if name == "libx265":
+        return
+    try:
+        ctx = av.CodecContext.create(name, "w")
+        ctx.width, ctx.height, ctx.pix_fmt = 256, 256, ENCODERS[name]
+        ctx.time_base = Fraction(1, 25)
+        ctx.open()
+    except av.error.FFmpegError as err:
+        raise EncoderError(
+            f"{name} cannot be opened ({err.strerror or err}): it needs an NVIDIA GPU with NVENC and its driver"
+        ) from err
 
 
 @dataclass(frozen=True)
