@@ -470,8 +470,9 @@ def run_batch(
             emit({"job": todo[k], "input": job.input, "output": job.output, "stage": "start"})
 
         def on_progress(k: int, payload: Any) -> None:
-            if isinstance(payload, dict):
-                emit({"job": todo[k], **payload, "stage": payload.get("stage", "convert")})
+            # the conversion's own convert/mux events; its "done" is announced once recorded
+            if isinstance(payload, dict) and payload.get("stage") in ("convert", "mux"):
+                emit({"job": todo[k], **payload})
 
         if todo:
             own = not hasattr(engine, "run")
@@ -488,16 +489,17 @@ def run_batch(
                             entry.update(status="done", finished=_now(), error=None, report=r.value)
                             results[i] = JobResult(i, job.input, job.output, "done", attempts=entry["attempts"],
                                                    report=r.value)
-                            emit({"job": i, "input": job.input, "output": job.output, "stage": "done",
-                                  "report": r.value})
+                            event = {"job": i, "input": job.input, "output": job.output, "stage": "done",
+                                     "report": r.value}
                         else:
                             msg, code = _reason(r.error)
                             entry.update(status="failed", finished=_now(), error=msg, exit_code=code)
                             results[i] = JobResult(i, job.input, job.output, "failed", msg, code,
                                                    attempts=entry["attempts"])
-                            emit({"job": i, "input": job.input, "output": job.output, "stage": "failed",
-                                  "error": msg})
-                        state.save()
+                            event = {"job": i, "input": job.input, "output": job.output, "stage": "failed",
+                                     "error": msg}
+                        state.save()  # before telling anyone: a "done" event means recorded
+                        emit(event)
                 except BaseException:
                     for job in jobs:  # killed or interrupted: a rerun redoes these
                         entry = state.jobs.get(job.key)
