@@ -46,6 +46,8 @@ def test_same_seed_same_losses_and_resume(tmp_path):
     b = train(cfg(tmp_path, "b"), progress=False, source=src)
     assert losses(a) == losses(b) and len(losses(a)) == 6
     assert a["finished"] and (tmp_path / "a" / "irnet-1-48.safetensors").is_file()
+    # 2 cosine cycles over 6 steps (T_0 = 2, T_mult = 2): a snapshot at the end of the first
+    assert (tmp_path / "a" / "irnet-1-48-step2.safetensors").is_file()
     c = train(cfg(tmp_path, "c", seed=4), progress=False, source=src)
     assert losses(c) != losses(a)
     # interrupted after 2 steps, then resumed: identical to the uninterrupted run

@@ -10,8 +10,9 @@ device and thread count).
 
 Files in ``out_dir``: ``checkpoint.pt`` (model, optimiser, scheduler, step, config, elapsed
 seconds, loss history; written every ``checkpoint_every`` steps and at the end, atomically),
-``log.jsonl`` (one line per ``log_every`` steps) and ``<arch>.safetensors`` (final weights with
-provenance metadata).
+``log.jsonl`` (one line per ``log_every`` steps), ``<arch>-step<N>.safetensors`` snapshots at the
+end of every cosine cycle but the last (learning rate at its minimum) and ``<arch>.safetensors``
+(final weights with provenance metadata).
 """
 
 from __future__ import annotations
@@ -192,6 +193,8 @@ def train(
         )
         bar.start()
         task = bar.add_task("train", total=cfg.steps, completed=step, loss=float("nan"), lr=opt.param_groups[0]["lr"])
+    t0 = max(1, math.ceil(cfg.steps / (2**cfg.cycles - 1)))
+    cycle_ends = {t0 * (2**k - 1) for k in range(1, cfg.cycles + 1)}
     ema = history[-1]["loss_ema"] if history else None
     start_step, t_last = step, time.perf_counter()
     try:
@@ -220,6 +223,13 @@ def train(
                 bar.update(task, completed=step, loss=ema, lr=opt.param_groups[0]["lr"])
             if step % cfg.checkpoint_every == 0 or step == cfg.steps:
                 checkpoint()
+            if step in cycle_ends and step < cfg.steps:
+                # end of a cosine cycle (learning rate at its minimum): keep a usable snapshot
+                snap = out / f"{cfg.arch}-step{step}.safetensors"
+                was_training = model.training
+                model.eval()
+                save_weights(model, str(snap), metadata={"arch": cfg.arch, "steps": str(step), "seed": str(cfg.seed)})
+                model.train(was_training)
             if stop_after is not None and step - start_step >= stop_after:
                 checkpoint()
                 break
