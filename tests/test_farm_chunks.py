@@ -18,7 +18,7 @@ from hdrvideo.errors import UsageError
 from hdrvideo.farm.chunks import clean_cuts, convert_chunked, plan_chunks
 from hdrvideo.media.hdr10_boxes import read_mp4_hdr10
 
-from conftest import audio_packets, decode_planes, video_pts, write_planes_clip
+from conftest import audio_packets, decode_planes, flat_planes, video_pts, write_planes_clip
 
 FAST = {"x265_preset": "ultrafast", "crf": 4}
 GOP = 8
@@ -173,6 +173,23 @@ def test_vfr_timestamps_are_kept_through_a_process_pool(tmp_path):
     assert [round(t * 1000) for t in got] == pts
     assert audio_packets(report.output) == audio_packets(whole.output)
     assert report.engine == "local"
+
+
+def test_codec_mov_cannot_hold_is_split_into_matroska(tmp_path):
+    # FFV1 (keyframe every 4 frames) in Matroska: MOV cannot carry FFV1, Matroska's 1 ms
+    # time base is the source's own, so the chunks go into Matroska without rounding
+    src = write_planes_clip(tmp_path / "ffv1.mkv", [flat_planes(64, 36, (100 + 5 * i, 128, 128)) for i in range(12)],
+                            options={"g": "4"}, time_base=Fraction(1, 1000), pts=[i * 40 for i in range(12)],
+                            audio_seconds=0.5)
+    whole = hdrvideo.convert(src, tmp_path / "whole.mkv", **FAST)
+    report = convert_chunked(src, tmp_path / "chunked.mkv", chunks=3, workers=1, **FAST)
+    assert [c["frames"] for c in report.chunks] == [4, 4, 4]
+    assert video_pts(report.output) == video_pts(whole.output)
+    assert [round(t * 1000) for t in video_pts(report.output)] == [i * 40 for i in range(12)]
+    assert audio_packets(report.output) == audio_packets(whole.output)
+    for fa, fb in zip(decode_planes(report.output), decode_planes(whole.output), strict=True):
+        assert max(int(np.abs(a.astype(int) - b.astype(int)).max()) for a, b in zip(fa, fb)) <= 2
+    assert (report.max_cll, report.max_fall) == (whole.max_cll, whole.max_fall)
 
 
 # ---------------------------------------------------------------------------- errors, CLI

@@ -180,8 +180,23 @@ def plan_chunks(src: str | os.PathLike[str], chunks: int, video: VideoInfo | Non
 
 
 def split_source(plan: ChunkPlan, workdir: str | os.PathLike[str]) -> list[str]:
-    """Stream-copy the video packets of each chunk into ``workdir/chunk_NNNN.mov``."""
-    paths = [os.path.join(workdir, f"chunk_{c.index:04d}.mov") for c in plan.chunks]
+    """Stream-copy the video packets of each chunk into ``workdir/chunk_NNNN.mov``.
+
+    A codec MOV cannot hold (FFV1, …) goes into Matroska instead when the source's time base
+    is whole milliseconds (Matroska's), so no timestamp is rounded; otherwise it is an error.
+    """
+    try:
+        return _split(plan, workdir, "mov")
+    except UnsupportedInputError:
+        if (plan.time_base / Fraction(1, 1000)).denominator != 1:
+            raise
+        log.info("splitting into Matroska chunks (the codec does not fit in MOV)")
+        return _split(plan, workdir, "matroska")
+
+
+def _split(plan: ChunkPlan, workdir: str | os.PathLike[str], fmt: str) -> list[str]:
+    ext = ".mov" if fmt == "mov" else ".mkv"
+    paths = [os.path.join(workdir, f"chunk_{c.index:04d}{ext}") for c in plan.chunks]
     container = open_input(plan.source)
     out = None
     try:
@@ -196,7 +211,7 @@ def split_source(plan: ChunkPlan, workdir: str | os.PathLike[str]) -> list[str]:
                 if out is not None:
                     out.close()
                 k += 1
-                out = av.open(paths[k], "w", format="mov")
+                out = av.open(paths[k], "w", format=fmt)
                 try:
                     ostream = out.add_stream_from_template(stream)
                 except (ValueError, av.error.FFmpegError) as err:
@@ -243,7 +258,7 @@ def convert_chunk(item: dict[str, Any], progress: Callable[[Any], None]) -> dict
         if item.get("input_data") is not None or dst is None:
             tmp = tempfile.mkdtemp(prefix=f"hdrvideo-chunk{index:04d}-")
         if item.get("input_data") is not None:
-            src = os.path.join(tmp, "chunk.mov")
+            src = os.path.join(tmp, "chunk" + item.get("suffix", ".mov"))
             with open(src, "wb") as fh:
                 fh.write(item["input_data"])
         if dst is None:
@@ -458,6 +473,7 @@ def convert_chunked(
             if transfer == "object-store":
                 with open(path, "rb") as fh:
                     item["input_data"] = fh.read()
+                item["suffix"] = Path(path).suffix
                 item["input"] = None
                 item["output"] = None
             else:
