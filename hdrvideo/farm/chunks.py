@@ -273,7 +273,8 @@ def convert_chunk(item: dict[str, Any], progress: Callable[[Any], None]) -> dict
         )
         report = Pipeline(src, dst, opts).run()
         if report.frames != item["frames"]:
-            raise EncoderError(f"chunk {index}: {report.frames} frames converted, {item['frames']} expected")
+            raise EncoderError(f"chunk {index}: {report.frames} frames converted, {item['frames']} expected "
+                               "(a damaged input? convert it in one piece)")
         result: dict[str, Any] = {"index": index, "report": report.to_dict(), "output": item.get("output")}
         if item.get("output") is None:
             with open(dst, "rb") as fh:
@@ -484,7 +485,8 @@ def convert_chunked(
         agg = _Aggregate(plan.frames, sink, t_start)
         results: dict[int, dict[str, Any]] = {}
         t0 = time.perf_counter()
-        runs = eng.run(convert_chunk, items, on_progress=lambda i, p: agg.update(i, int(p.get("frame", 0))))
+        runs = eng.run(convert_chunk, items,
+                       on_progress=(lambda i, p: agg.update(i, int(p.get("frame", 0)))) if sink else None)
         try:
             for r in runs:
                 if not r.ok:  # one failed chunk fails the film; the others are stopped

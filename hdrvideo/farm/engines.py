@@ -138,7 +138,18 @@ class _Worker:
         self.conn, child = ctx.Pipe(duplex=True)
         self.process = ctx.Process(target=_worker_main, args=(child, env), name=f"hdrvideo-worker-{slot}",
                                    daemon=True)
-        self.process.start()
+        # the child's environment from its first instruction (torch reads OMP_NUM_THREADS on
+        # import, which happens before _worker_main runs)
+        saved = {k: os.environ.get(k) for k in env}
+        os.environ.update(env)
+        try:
+            self.process.start()
+        finally:
+            for k, v in saved.items():
+                if v is None:
+                    os.environ.pop(k, None)
+                else:
+                    os.environ[k] = v
         child.close()
         self.task: int | None = None
 
@@ -323,8 +334,9 @@ def _ray_task(fn: TaskFn, item: Any, task_id: int, queue: Any) -> Any:
 class RayEngine:
     """Tasks on a Ray cluster (``address``: ``auto``, ``ray://host:10001``, or None = start a local one).
 
-    ``gpus_per_task``: GPUs each task declares (None: 1 when the cluster has GPUs and
-    ``device`` is not ``cpu``, else 0). ``cpus_per_task``: CPUs each task declares.
+    ``gpus_per_task``: GPUs each task declares, fractions allowed (None:
+    ``$HDRVIDEO_RAY_GPUS_PER_TASK``, else 1 when the cluster has GPUs and ``device`` is not
+    ``cpu``, else 0). ``cpus_per_task``: CPUs each task declares.
     """
 
     name = "ray"
@@ -346,6 +358,11 @@ class RayEngine:
             except Exception as err:  # noqa: BLE001 - connection problems are usage errors here
                 raise UsageError(f"cannot start or reach Ray at {address or 'a new local instance'}: {err}") from err
             self._started = True
+        if gpus_per_task is None and os.environ.get("HDRVIDEO_RAY_GPUS_PER_TASK"):
+            try:
+                gpus_per_task = float(os.environ["HDRVIDEO_RAY_GPUS_PER_TASK"])
+            except ValueError:
+                raise UsageError("HDRVIDEO_RAY_GPUS_PER_TASK must be a number") from None
         if gpus_per_task is None:
             has_gpu = ray.cluster_resources().get("GPU", 0) > 0
             gpus_per_task = 1.0 if has_gpu and (device or "cuda").startswith("cuda") else 0.0
