@@ -93,10 +93,11 @@ def print_summary(summary, as_json: bool) -> None:
         return
     table = Table(title=f"hdrvideo batch: {summary.count('done')} done, {summary.count('skipped')} skipped, "
                         f"{summary.count('failed')} failed", title_justify="left")
-    for col, kw in (("#", {"justify": "right"}), ("input", {}), ("output", {}), ("status", {}),
-                    ("frames", {"justify": "right"}), ("fps", {"justify": "right"}),
-                    ("MaxCLL", {"justify": "right"}), ("MaxFALL", {"justify": "right"}), ("reason", {})):
-        table.add_column(col, overflow="fold", **kw)
+    short = {"no_wrap": True, "overflow": "ellipsis"}
+    for col, kw in (("#", {"justify": "right"}), ("input", {"max_width": 32}), ("output", {"max_width": 32}),
+                    ("status", {}), ("frames", {"justify": "right"}), ("fps", {"justify": "right"}),
+                    ("MaxCLL", {"justify": "right"}), ("MaxFALL", {"justify": "right"})):
+        table.add_column(col, **short, **kw)
     colours = {"done": "green", "skipped": "cyan", "failed": "red"}
     for j in summary.jobs:
         r = j.report or {}
@@ -104,9 +105,13 @@ def print_summary(summary, as_json: bool) -> None:
             str(j.index + 1), Path(j.input).name, Path(j.output).name,
             f"[{colours.get(j.status, 'white')}]{j.status}[/]",
             str(r.get("frames", "")), f"{r['fps']:.1f}" if r.get("fps") else "",
-            str(r.get("max_cll", "")), str(r.get("max_fall", "")), j.reason if j.status != "skipped" else "",
+            str(r.get("max_cll", "")), str(r.get("max_fall", "")),
         )
     stdout.print(table)
+    for j in summary.jobs:
+        if j.status == "failed":
+            stdout.print(f"[red]failed[/] #{j.index + 1} {j.input}: {j.reason}", highlight=False, soft_wrap=True)
+    stdout.print(f"state: {summary.state_file}", highlight=False, soft_wrap=True)
 
 
 def batch_command(
