@@ -10,15 +10,20 @@ Measured, in one process and one run (so the ratios are comparable even on a noi
 * **encode** — x265 (or NVENC) with the preset's settings, including the final flush;
 * **measure** — the light meter decoding the encoded stream again for MaxCLL/MaxFALL (when the
   pipeline measures the decoded output, its default);
-* **end-to-end** — the real :class:`~hdrvideo.pipeline.Pipeline` on the same input, steady state
-  (its one-off setup — probe, model load, session/engine creation — and the final mux excluded,
-  and reported separately).
+* **end-to-end** — the real :class:`~hdrvideo.pipeline.Pipeline` on the same input (run first, so
+  the peak RSS reported is the pipeline's), two figures: *whole run* (frames ÷ wall time, its
+  one-off setup — probe, model load, session/engine creation — and the final mux excluded and
+  reported separately; pipeline fill and drain included) and *steady state* (the rate frames
+  reach the encoder while every stage is running, from the pipeline's progress events: without
+  the fill and the drain — the x265 lookahead flush and metering tail, a fixed latency of a few
+  seconds that a real video amortises over thousands of frames).
 
 The pipeline runs decode, process (= colour/pack + model, one thread) and encode (+ measure) in
 overlapping threads, so its throughput is bounded by its slowest *thread*:
-**efficiency = end-to-end fps ÷ the slowest pipeline stage's fps**, where the process stage's
-fps is 1 / (1/model + 1/colour_pack). 1.0 means perfect overlap; stages that run in turn instead
-of together would give 1/(number of stages) or so.
+**efficiency = steady-state end-to-end fps ÷ the slowest pipeline stage's fps**, where the
+process stage's fps is 1 / (1/model + 1/colour_pack). 1.0 means perfect overlap; stages that
+ran in turn instead of together would give about 1/(number of stages). The whole-run ratio and
+the ratio to the slowest single part (model, colour/pack, …) are reported too.
 
 Every stage is measured with the same CPU thread budget the pipeline uses
 (:func:`thread_budget`), so the comparison is fair.
@@ -61,15 +66,20 @@ def parse_size(text: str) -> tuple[int, int]:
 def thread_budget(device: str | torch.device, cores: int | None = None) -> dict[str, int]:
     """CPU threads per stage so the stages overlap instead of fighting for the cores.
 
-    On a GPU the model does not use CPU threads; on CPU the model is the heaviest stage by far
-    and gets every core for its intra-op pool (ORT workers sleep instead of spinning, so decode
-    and x265 threads get the cores whenever the model waits). torch's own intra-op pool (used by
-    the colour/pack maths and the torch backend) gets the same number.
+    On CPU the model is by far the heaviest stage, but giving it every core makes it fight
+    x265, the decoder and the light meter, which run at the same time in their own threads:
+    measured on the 2-core machine, a 2-thread model stage gained nothing over 1 thread while
+    the other stages lost up to 3× (torch's elementwise colour maths over-threaded on busy cores
+    is slower than single-threaded). So the model (ORT intra-op pool, or torch's for the torch
+    backend) and the colour/pack maths in the same thread get ``cores - 1`` threads, and one core
+    is left for decode, encode and metering. On a GPU the model needs no CPU threads.
     """
     cores = cores or os.cpu_count() or 1
     dev = torch.device(device)
-    model = 1 if dev.type == "cuda" else cores
-    return {"cores": cores, "model": model, "torch": cores if dev.type != "cuda" else min(cores, 4)}
+    if dev.type == "cuda":
+        return {"cores": cores, "model": 1, "torch": min(cores, 4)}
+    work = max(1, cores - 1)
+    return {"cores": cores, "model": work, "torch": work}
 
 
 @dataclass
@@ -85,12 +95,13 @@ class BenchResult:
     frames: int
     batch: int
     threads: dict[str, int]
-    fps: dict[str, float]  # decode, model, colour_pack, process, encode, measure, end_to_end
+    fps: dict[str, float]  # decode, model, colour_pack, process, encode, measure, end_to_end, steady_state
     slowest_stage: str
-    efficiency: float  # end_to_end ÷ slowest pipeline stage
-    efficiency_vs_slowest_part: float  # end_to_end ÷ min(decode, model, colour_pack, encode, measure)
+    efficiency: float  # steady-state end-to-end ÷ slowest pipeline stage
+    efficiency_whole_run: float  # whole-run end-to-end (fill and drain included) ÷ slowest pipeline stage
+    efficiency_vs_slowest_part: float  # steady state ÷ min(decode, model, colour_pack, encode, measure)
     setup_s: float
-    peak_rss_mb: float
+    peak_rss_mb: float  # of the process at the end of the end-to-end run (the pipeline's peak)
     processor: str = ""
     notes: list[str] = field(default_factory=list)
 
@@ -118,7 +129,7 @@ def run_bench(
     backend: str = "auto",
     device: str | None = None,
     size: tuple[int, int] = (240, 136),
-    frames: int = 24,
+    frames: int = 48,
     input: str | None = None,
     random_weights: bool = False,
     batch: int | None = None,
@@ -187,6 +198,32 @@ def run_bench(
         processor = build_processor(p, device=device, weights=weights, backend=backend, **backend_options)
         dev = processor.device
 
+        # ---- end to end (first, so the peak RSS below is the pipeline's own) ------------------
+        out = work / "e2e.mp4"
+        progress: list[tuple[float, int]] = []
+
+        def on_progress(ev) -> None:
+            if ev.stage == "convert" and (not progress or ev.frame != progress[-1][1]):
+                progress.append((time.perf_counter(), ev.frame))
+
+        opts = ConvertOptions(preset=p, weights=weights, backend=backend, device=device, force=True,
+                              copy_audio=False, copy_subtitles=False, progress=on_progress,
+                              backend_options=backend_options)  # the same thread budget as the stage timings
+        report = Pipeline(str(clip), str(out), opts).run()
+        rss_pipeline = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+        setup = float(report.stage_seconds.get("setup", 0.0))
+        whole = report.seconds - setup - float(report.stage_seconds.get("mux", 0.0))
+        e2e = _fps(report.frames, whole)
+        # steady state: frames handed to the encoder per second while all stages run, i.e.
+        # without the pipeline fill (first decode) and drain (x265 lookahead flush, metering
+        # tail), fixed per-run latencies that a real video amortises over thousands of frames
+        moving = [(t, n) for t, n in progress if 0 < n]
+        if len(moving) >= 2 and moving[-1][1] > moving[0][1]:
+            steady = round((moving[-1][1] - moving[0][1]) / (moving[-1][0] - moving[0][0]), 3)
+        else:
+            steady = e2e
+            notes.append("too few progress samples for a steady-state figure; using the whole run")
+
         # ---- decode -----------------------------------------------------------------------
         dec = Decoder(str(clip), video, batch=p.batch, pin_memory=dev.type == "cuda", buffers=4)
         batches = []
@@ -201,6 +238,8 @@ def run_bench(
         if n_dec == 0:
             raise InputError(f"no frames decoded from {clip}")
         frames = n_dec
+        if report.frames != frames:
+            notes.append(f"pipeline converted {report.frames} frames, stages timed {frames}")
 
         # ---- model (warm) -----------------------------------------------------------------
         stage = ProcessStage(_Passthrough(p.scale, dev), dec.layout, video, (out_w, out_h), p.encode.chroma_siting,
@@ -263,18 +302,6 @@ def run_bench(
         t_measure = time.perf_counter() - t0
         del packed, batches
 
-        # ---- end to end -------------------------------------------------------------------
-        out = work / "e2e.mp4"
-        opts = ConvertOptions(preset=p, weights=weights, backend=backend, device=device, force=True,
-                              copy_audio=False, copy_subtitles=False,
-                              backend_options=backend_options)  # the same thread budget as the stage timings
-        report = Pipeline(str(clip), str(out), opts).run()
-        setup = float(report.stage_seconds.get("setup", 0.0))
-        steady = report.seconds - setup - float(report.stage_seconds.get("mux", 0.0))
-        e2e = _fps(report.frames, steady)
-        if report.frames != frames:
-            notes.append(f"pipeline converted {report.frames} frames, stages timed {frames}")
-
         fps = {
             "decode": _fps(frames, t_decode),
             "model": _fps(frames, t_model),
@@ -283,6 +310,7 @@ def run_bench(
             "encode": _fps(frames, t_encode),
             "measure": _fps(frames, t_measure),
             "end_to_end": e2e,
+            "steady_state": steady,
         }
         pipeline_stages = {k: fps[k] for k in ("decode", "process", "encode", "measure")}
         slowest = min(pipeline_stages, key=pipeline_stages.get)
@@ -291,9 +319,10 @@ def run_bench(
             preset=p.name, arch=p.model.arch if p.model else None, backend=getattr(getattr(processor, "backend", None), "name", backend),
             device=str(dev), weights=label, input=source, input_size=(video.width, video.height),
             output_size=(out_w, out_h), frames=frames, batch=p.batch, threads=budget, fps=fps,
-            slowest_stage=slowest, efficiency=round(e2e / pipeline_stages[slowest], 3),
-            efficiency_vs_slowest_part=round(e2e / parts, 3), setup_s=round(setup, 3),
-            peak_rss_mb=round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
+            slowest_stage=slowest, efficiency=round(steady / pipeline_stages[slowest], 3),
+            efficiency_whole_run=round(e2e / pipeline_stages[slowest], 3),
+            efficiency_vs_slowest_part=round(steady / parts, 3), setup_s=round(setup, 3),
+            peak_rss_mb=round(rss_pipeline, 1),
             processor=processor.description, notes=notes,
         )
     finally:

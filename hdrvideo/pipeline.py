@@ -252,6 +252,24 @@ class LightMeter:
             self._measure(frame)
 
 
+def _yield_cpu_to_model(device: torch.device, step: int = 5) -> None:
+    """Lower the calling thread's CPU priority when the model runs on the CPU.
+
+    On Linux niceness is per thread and inherited by the threads it creates (x265's pool,
+    FFmpeg's decoder threads), so calling this at the start of the decode/encode/measure threads
+    makes the model — the bottleneck on a CPU — win the cores whenever the stages compete, while
+    the lighter stages still get all the idle time: they overlap with the model instead of
+    slowing it down. A no-op on a GPU (the model thread mostly waits there) and where unsupported.
+    """
+    if device.type != "cpu" or not hasattr(os, "setpriority"):
+        return
+    try:
+        tid = threading.get_native_id()
+        os.setpriority(os.PRIO_PROCESS, tid, min(19, os.getpriority(os.PRIO_PROCESS, tid) + step))
+    except OSError:
+        pass
+
+
 # --------------------------------------------------------------------------------------
 # The pipeline
 # --------------------------------------------------------------------------------------
@@ -410,6 +428,7 @@ class Pipeline:
         encoder_name = preset.encode.encoder
 
         def decode() -> None:
+            _yield_cpu_to_model(stage.device)
             it = iter(decoder)
             while True:
                 t0 = time.perf_counter()
@@ -447,6 +466,7 @@ class Pipeline:
             self._put(q_meter, copy)
 
         def measure() -> None:
+            _yield_cpu_to_model(stage.device)
             while True:
                 packet = self._get(q_meter)
                 t0 = time.perf_counter()
@@ -456,6 +476,7 @@ class Pipeline:
                     break
 
         def encode() -> None:
+            _yield_cpu_to_model(stage.device)
             enc = None
             try:
                 while True:

@@ -52,7 +52,7 @@ def test_bench_cli_json_random_weights_is_labelled(tmp_path):
     if not any(getattr(c, "name", None) == "bench" for c in app.registered_commands):
         _register_optional_commands()
     res = CliRunner().invoke(app, ["bench", "--preset", "itm", "--random-weights", "--backend", "torch",
-                                   "--device", "cpu", "--size", "32x18", "--frames", "3", "--x265-preset",
+                                   "--device", "cpu", "--size", "64x36", "--frames", "3", "--x265-preset",
                                    "ultrafast", "--threads", "1", "--json"])
     assert res.exit_code == 0, res.output
     d = json.loads(res.stdout)
@@ -67,6 +67,6 @@ def test_sizes_and_budget():
         parse_size("241x136")
     with pytest.raises(UsageError):
         parse_size("big")
-    b = thread_budget("cpu", 2)
-    assert b == {"cores": 2, "model": 2, "torch": 2}
+    assert thread_budget("cpu", 2) == {"cores": 2, "model": 1, "torch": 1}
+    assert thread_budget("cpu", 8)["model"] == 7
     assert thread_budget("cuda", 8)["model"] == 1

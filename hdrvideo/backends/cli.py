@@ -159,7 +159,7 @@ def bench_command(
     backend: Annotated[str, typer.Option("--backend", help="auto, torch, onnxruntime or tensorrt.")] = "auto",
     device: Annotated[Optional[str], typer.Option("--device", help="cpu or cuda[:N].")] = None,
     size: Annotated[str, typer.Option("--size", help="Synthetic input WxH.")] = "240x136",
-    frames: Annotated[int, typer.Option("--frames", help="Frames to time.")] = 24,
+    frames: Annotated[int, typer.Option("--frames", help="Frames to time (more frames amortise the pipeline fill and drain).")] = 48,
     input: Annotated[Optional[Path], typer.Option("--input", help="Time this video instead of synthetic input.")] = None,
     random_weights: Annotated[bool, typer.Option("--random-weights", help="Time a randomly initialised network (bench only; never used for conversion).")] = False,
     batch: Annotated[Optional[int], typer.Option("--batch", help="Frames per batch (default: the preset's).")] = None,
@@ -183,13 +183,15 @@ def bench_command(
     out.print(f"{r.preset} ({r.arch}) on {r.backend}/{r.device}: {r.frames} frames {w}×{h} → {ow}×{oh}, batch {r.batch}, "
               f"threads {r.threads}", highlight=False)
     out.print(f"  weights: {r.weights}; input: {r.input}; {r.processor}", highlight=False, soft_wrap=True)
-    for k in ("decode", "model", "colour_pack", "process", "encode", "measure", "end_to_end"):
+    for k in ("decode", "model", "colour_pack", "process", "encode", "measure", "end_to_end", "steady_state"):
         mark = "  ← slowest stage" if k == r.slowest_stage else ""
         label = {"process": "process (model + colour/pack)", "colour_pack": "colour/pack",
-                 "end_to_end": "end-to-end", "measure": "measure (light meter)"}.get(k, k)
+                 "end_to_end": "end-to-end (whole run)", "steady_state": "end-to-end (steady state)",
+                 "measure": "measure (light meter)"}.get(k, k)
         out.print(f"  {label:<30} {r.fps[k]:9.2f} fps{mark}", highlight=False)
-    out.print(f"  pipeline efficiency {r.efficiency:.2f} (end-to-end ÷ slowest stage); setup {r.setup_s:.2f} s; "
-              f"peak RSS {r.peak_rss_mb:.0f} MB", highlight=False)
+    out.print(f"  pipeline efficiency {r.efficiency:.2f} (steady state ÷ slowest stage; whole run "
+              f"{r.efficiency_whole_run:.2f}, vs slowest part {r.efficiency_vs_slowest_part:.2f}); "
+              f"setup {r.setup_s:.2f} s; peak RSS {r.peak_rss_mb:.0f} MB", highlight=False, soft_wrap=True)
     for n in r.notes:
         out.print(f"  note: {n}", highlight=False)
 

@@ -8,7 +8,7 @@
   mismatch); :class:`OnnxRuntimeBackend` checks ``session.get_providers()`` after creating the
   session and says so loudly — or raises :class:`~hdrvideo.errors.BackendError` when
   ``strict=True`` (what ``--backend auto`` uses, so it can move on to the next backend).
-* CPU threads: ``threads`` intra-op threads (default: all cores), one inter-op thread, and
+* CPU threads: ``threads`` intra-op threads (default: all cores but one), one inter-op thread, and
   spinning disabled, so idle ORT workers do not burn the cores that decode and x265 need while
   the stages overlap.
 * Tiling (``run_tiled``) is exact, as with torch: a *context* graph computes the model's
@@ -116,7 +116,8 @@ class OnnxRuntimeBackend:
     def _options(self):
         ort = self._ort
         so = ort.SessionOptions()
-        threads = self.threads if self.threads is not None else (os.cpu_count() or 1)
+        # default: leave one core to the decode/encode threads that run beside the model
+        threads = self.threads if self.threads is not None else max(1, (os.cpu_count() or 1) - 1)
         so.intra_op_num_threads = max(1, int(threads))
         so.inter_op_num_threads = 1
         so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
