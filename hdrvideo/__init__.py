@@ -7,7 +7,8 @@ Public API (the CLI is a thin layer over it)::
     print(report.max_cll, report.max_fall)
 
 Lower level: :class:`Pipeline` with :class:`ConvertOptions`, :func:`load_preset`,
-:func:`probe`. Errors are :class:`HdrvideoError` subclasses with one-line messages.
+:func:`probe`. Farms: :class:`Job`, :func:`run_batch` (resumable batches) and
+:func:`convert_chunked` (one film split at keyframes over several workers or GPUs). Errors are :class:`HdrvideoError` subclasses with one-line messages.
 """
 
 from __future__ import annotations
@@ -48,4 +49,18 @@ __all__ = [
     "WeightsMissingError",
     "EncoderError",
     "BackendError",
+    "Job",
+    "convert_chunked",
+    "run_batch",
 ]
+
+_FARM = ("Job", "convert_chunked", "run_batch")
+
+
+def __getattr__(name: str):
+    """Farm entry points, imported on first use (they pull in multiprocessing and optional Ray)."""
+    if name in _FARM:
+        from . import farm
+
+        return getattr(farm, name)
+    raise AttributeError(f"module 'hdrvideo' has no attribute {name!r}")
