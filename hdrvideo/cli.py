@@ -187,6 +187,7 @@ def convert(
     force: Annotated[bool, typer.Option("-f", "--force", help="Overwrite an existing output.")] = False,
     no_audio: Annotated[bool, typer.Option("--no-audio", help="Do not copy audio streams.")] = False,
     no_subtitles: Annotated[bool, typer.Option("--no-subtitles", help="Do not copy subtitle streams.")] = False,
+    light_level: Annotated[str, typer.Option("--light-level", help="Measure MaxCLL/MaxFALL on the 'decoded' output (exact) or the encoder 'input' (faster).")] = "decoded",
     progress: Annotated[ProgressMode, typer.Option("--progress", help="Progress display; json writes one object per line to stderr.")] = ProgressMode.auto,
     as_json: Annotated[bool, typer.Option("--json", help="Print the final report as JSON on stdout.")] = False,
     chunks: Annotated[int, typer.Option("--chunks", help="Split at keyframes into N parts, convert them in parallel, join them (1 = one piece).")] = 1,
@@ -204,7 +205,7 @@ def convert(
         opts = ConvertOptions(
             preset=preset, weights=str(weights) if weights else None, backend=backend, device=device,
             start=start, duration=duration, encoder=encoder, crf=crf, x265_preset=x265_preset, batch=batch,
-            tile=tile, force=force, copy_audio=not no_audio, copy_subtitles=not no_subtitles,
+            tile=tile, force=force, copy_audio=not no_audio, copy_subtitles=not no_subtitles, light_level=light_level,
             progress=sink if sink.mode != ProgressMode.none else None,
         )
         if chunks != 1 or engine != "local":

@@ -202,6 +202,16 @@ def test_max_cll_and_fall_measured_and_never_understated(converted_sample):
     assert 203 <= report.max_cll < 1000
 
 
+def test_light_level_input_option(tmp_path, sample_clip):
+    fast = hdrvideo.convert(sample_clip, tmp_path / "i.mkv", light_level="input", **FAST)
+    exact = hdrvideo.convert(sample_clip, tmp_path / "d.mkv", **FAST)
+    # both are measured, the encoder input only misses compression overshoot around highlights
+    assert 0 < fast.max_cll <= exact.max_cll * 1.02 + 1 and exact.max_cll <= fast.max_cll * 1.25
+    assert read_mkv_hdr10(str(tmp_path / "i.mkv"))["max_cll"] == fast.max_cll
+    with pytest.raises(hdrvideo.UsageError):
+        hdrvideo.convert(sample_clip, tmp_path / "x.mkv", light_level="guess")
+
+
 def test_flat_white_light_levels(tmp_path):
     clip = write_planes_clip(tmp_path / "white.mkv", [flat_planes(64, 36, (235, 128, 128))] * 2)
     report = hdrvideo.convert(clip, tmp_path / "white.hdr10.mp4", **FAST)
