@@ -519,6 +519,11 @@ class Pipeline:
             while any(t.is_alive() for t in threads):
                 for t in threads:
                     t.join(timeout=0.1)
+                if self._stop.is_set():  # a stage failed: unblock the decoder, then stop waiting
+                    decoder.stop = True
+                    for t in threads:
+                        t.join(timeout=30)
+                    break
                 now = time.perf_counter()
                 if opt.progress and now - last_emit >= 0.5:
                     last_emit = now

@@ -93,3 +93,26 @@ def test_nvenc_conversion(tmp_path):
     with av.open(str(tmp_path / "o.mp4")) as c:
         cc = c.streams.video[0].codec_context
         assert cc.name == "hevc" and cc.pix_fmt in ("yuv420p10le", "p010le") and cc.color_trc == 16
+
+
+def test_a_failing_stage_stops_the_pipeline_promptly(tmp_path, monkeypatch):
+    """An error in the device stage must surface, not leave the decoder waiting for buffers."""
+    import hdrvideo
+    from hdrvideo.pipeline import ProcessStage
+
+    src = write_planes_clip(tmp_path / "in.mkv", _frames(200))
+    calls = {"n": 0}
+    original = ProcessStage.__call__
+
+    def flaky(self, planes, pts):
+        calls["n"] += 1
+        if calls["n"] == 3:
+            raise RuntimeError("device lost")
+        return original(self, planes, pts)
+
+    monkeypatch.setattr(ProcessStage, "__call__", flaky)
+    t0 = time.time()
+    with pytest.raises(RuntimeError, match="device lost"):
+        hdrvideo.convert(src, tmp_path / "o.mp4", batch=1, x265_preset="ultrafast")
+    assert time.time() - t0 < 30
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["in.mkv"]

@@ -242,7 +242,9 @@ class Decoder:
             if self.stats.frames == 0:
                 self.stats.rotation = int(getattr(frame, "rotation", 0) or 0)
             if bufs is None:
-                bufs = self.pool.get()
+                bufs = self._take_buffers()
+                if bufs is None:
+                    return
                 pts = []
                 first = self.stats.frames
             self._copy_planes(frame, bufs, len(pts))
@@ -253,6 +255,17 @@ class Decoder:
                 bufs = None
         if bufs is not None and pts:
             yield FrameBatch([b[: len(pts)] for b in bufs], pts, first, release=self._releaser(bufs))
+
+    def _take_buffers(self) -> list[torch.Tensor] | None:
+        """A free batch buffer, waiting while the consumer holds them all; None once stopped."""
+        import queue
+
+        while not self.stop:
+            try:
+                return self.pool.get(timeout=0.1)
+            except queue.Empty:
+                continue
+        return None
 
     def _releaser(self, bufs):
         return lambda: self.pool.put(bufs)
