@@ -4,7 +4,9 @@ Measured, in one process and one run (so the ratios are comparable even on a noi
 
 * **decode** — PyAV decode of the input into batch buffers (:class:`~hdrvideo.media.decode.Decoder`);
 * **model** — the network on the chosen backend, warm (the first run, which builds engines or
-  sessions and allocates, is excluded);
+  sessions and allocates, is excluded); with ``all_backends`` (``--all-backends``) also on every
+  other backend that starts here (``model_fps_by_backend``; a backend that cannot start — TensorRT
+  without a GPU — is a note, not a failure);
 * **colour/pack** — Y'CbCr→R'G'B' on the device, then R'G'B'→Y'CbCr BT.2020 10-bit 4:2:0 and the
   copy of the packed planes to the host (:class:`~hdrvideo.pipeline.ProcessStage` without the model);
 * **encode** — x265 (or NVENC) with the preset's settings, including the final flush;
@@ -103,6 +105,7 @@ class BenchResult:
     setup_s: float
     peak_rss_mb: float  # of the process at the end of the end-to-end run (the pipeline's peak)
     processor: str = ""
+    model_fps_by_backend: dict[str, float] = field(default_factory=dict)  # warm; others only with all_backends
     notes: list[str] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
@@ -136,6 +139,7 @@ def run_bench(
     x265_preset: str | None = None,
     threads: int | None = None,
     workdir: str | None = None,
+    all_backends: bool = False,
 ) -> BenchResult:
     """Measure the stages and the whole pipeline; see the module docstring."""
     from . import models
@@ -252,6 +256,10 @@ def run_bench(
             hdrs = [processor(rgb) for rgb in rgbs]
             _sync(dev)
         t_model = time.perf_counter() - t0
+        chosen = getattr(getattr(processor, "backend", None), "name", backend)
+        by_backend = {chosen: _fps(frames, t_model)}
+        if all_backends and p.processor == "neural":
+            by_backend.update(_other_backends(p, weights, dev, chosen, rgbs[: min(len(rgbs), 4)], budget, notes))
 
         # ---- colour / pack ----------------------------------------------------------------
         packed = []
@@ -323,11 +331,36 @@ def run_bench(
             efficiency_whole_run=round(e2e / pipeline_stages[slowest], 3),
             efficiency_vs_slowest_part=round(steady / parts, 3), setup_s=round(setup, 3),
             peak_rss_mb=round(rss_pipeline, 1),
-            processor=processor.description, notes=notes,
+            processor=processor.description, model_fps_by_backend=by_backend, notes=notes,
         )
     finally:
         tmp.cleanup()
         torch.set_num_threads(torch_threads_before)
+
+
+def _other_backends(p, weights, dev, chosen, rgbs, budget, notes) -> dict[str, float]:
+    """Warm model fps of every other backend that starts on this device (a few batches each)."""
+    from .errors import HdrvideoError
+    from .processors import build_processor
+
+    out: dict[str, float] = {}
+    for name in ("tensorrt", "onnxruntime", "torch"):
+        if name == chosen:
+            continue
+        opts = {"threads": budget["model"]} if name == "onnxruntime" else {}
+        try:
+            proc = build_processor(p, device=str(dev), weights=weights, backend=name, **opts)
+            with torch.inference_mode():
+                proc(rgbs[0])
+                _sync(dev)
+                t0 = time.perf_counter()
+                for rgb in rgbs:
+                    proc(rgb)
+                _sync(dev)
+            out[name] = _fps(sum(r.shape[0] for r in rgbs), time.perf_counter() - t0)
+        except HdrvideoError as err:
+            notes.append(f"{name}: not available here ({err})")
+    return out
 
 
 def _sync(dev: torch.device) -> None:

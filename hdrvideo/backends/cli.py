@@ -165,6 +165,7 @@ def bench_command(
     batch: Annotated[Optional[int], typer.Option("--batch", help="Frames per batch (default: the preset's).")] = None,
     x265_preset: Annotated[Optional[str], typer.Option("--x265-preset", help="x265 speed preset (default: the preset's).")] = None,
     threads: Annotated[Optional[int], typer.Option("--threads", help="CPU cores to budget (default: all).")] = None,
+    all_backends: Annotated[bool, typer.Option("--all-backends", help="Also time the model on every other backend available here.")] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print the figures as JSON.")] = False,
 ) -> None:
     """Measure decode, model, colour/pack, encode and end-to-end fps, and the pipeline's efficiency."""
@@ -173,7 +174,8 @@ def bench_command(
     if backend not in ("auto", "torch", "onnxruntime", "tensorrt"):
         raise UsageError(f"unknown backend {backend!r} (auto, torch, onnxruntime, tensorrt)")
     r = run_bench(preset, str(weights) if weights else None, backend, device, parse_size(size), frames,
-                  str(input) if input else None, random_weights, batch, x265_preset, threads)
+                  str(input) if input else None, random_weights, batch, x265_preset, threads,
+                  all_backends=all_backends)
     if as_json:
         _out().print_json(json.dumps(r.to_dict()))
         return
@@ -189,6 +191,9 @@ def bench_command(
                  "end_to_end": "end-to-end (whole run)", "steady_state": "end-to-end (steady state)",
                  "measure": "measure (light meter)"}.get(k, k)
         out.print(f"  {label:<30} {r.fps[k]:9.2f} fps{mark}", highlight=False)
+    if len(r.model_fps_by_backend) > 1:
+        out.print("  model by backend: " + ", ".join(f"{k} {v:.2f} fps" for k, v in r.model_fps_by_backend.items()),
+                  highlight=False)
     out.print(f"  pipeline efficiency {r.efficiency:.2f} (steady state ÷ slowest stage; whole run "
               f"{r.efficiency_whole_run:.2f}, vs slowest part {r.efficiency_vs_slowest_part:.2f}); "
               f"setup {r.setup_s:.2f} s; peak RSS {r.peak_rss_mb:.0f} MB", highlight=False, soft_wrap=True)
