@@ -429,22 +429,31 @@ def _downsample_kernel(phase: float, dtype: torch.dtype, device: torch.device) -
     return t / t.sum()
 
 
+def _decimate(x: Tensor, taps: Tensor, dim: int) -> Tensor:
+    """2:1 decimation along ``dim`` with a 4-tap filter over samples 2j-1 … 2j+2 (edges replicate)."""
+    n = x.shape[dim] // 2
+    first = x.narrow(dim, 0, 1)
+    last = x.narrow(dim, x.shape[dim] - 1, 1)
+    xp = torch.cat([first, x, last, last], dim=dim)
+    out = None
+    for t, w in enumerate(taps.tolist()):
+        if w == 0.0:
+            continue
+        term = xp.narrow(dim, t, 2 * n).unflatten(dim, (n, 2)).select(dim + 1, 0) * w
+        out = term if out is None else out + term
+    return out
+
+
 def chroma_downsample(chroma: Tensor, siting: str = "left") -> Tensor:
     """4:4:4 → 4:2:0 decimation of ``(N,C,H,W)`` chroma with a siting-aware low-pass filter.
 
     Output sample j on an axis is centred on input position 2j (co-sited), 2j+0.5 (centred) or
     2j+1 (bottom); taps [1,2,1]/4 and [1,3,3,1]/8 remove the aliasing band above half Nyquist.
-    H and W must be even.
+    Separable, computed with strided slices (no convolution). H and W must be even.
     """
-    n, ch, h, w = chroma.shape
     ph, pv = CHROMA_SITING[siting]
-    x = chroma.reshape(n * ch, 1, h, w)
-    kh = _downsample_kernel(ph, x.dtype, x.device).view(1, 1, 1, 4)
-    kv = _downsample_kernel(pv, x.dtype, x.device).view(1, 1, 4, 1)
-    x = F.pad(x, (1, 2, 1, 2), mode="replicate")
-    x = F.conv2d(x, kh, stride=(1, 2))
-    x = F.conv2d(x, kv, stride=(2, 1))
-    return x.reshape(n, ch, h // 2, w // 2)
+    x = _decimate(chroma, _downsample_kernel(ph, torch.float64, torch.device("cpu")), chroma.dim() - 1)
+    return _decimate(x, _downsample_kernel(pv, torch.float64, torch.device("cpu")), chroma.dim() - 2)
 
 
 # --------------------------------------------------------------------------------------

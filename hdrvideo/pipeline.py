@@ -106,6 +106,24 @@ class Report:
         return asdict(self)
 
 
+def resolve_device(device: str | None) -> str:
+    """``None`` → cuda when torch sees a GPU, else cpu; a CUDA device that is absent is a usage error."""
+    if not device:
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, ValueError):
+        raise UsageError(f"invalid --device {device!r} (use cpu, cuda or cuda:N)") from None
+    if dev.type == "cuda":
+        if not torch.cuda.is_available():
+            raise UsageError(f"--device {device}: torch sees no CUDA GPU here (torch {torch.__version__})")
+        if dev.index is not None and dev.index >= torch.cuda.device_count():
+            raise UsageError(f"--device {device}: only {torch.cuda.device_count()} CUDA device(s) present")
+    elif dev.type != "cpu":
+        raise UsageError(f"unsupported --device {device!r} (use cpu, cuda or cuda:N)")
+    return str(dev)
+
+
 def default_output(src: str | os.PathLike[str]) -> Path:
     """``movie.mp4`` → ``movie.hdr10.mp4`` beside the input (MP4 unless the input is MOV/MKV)."""
     p = Path(src)
@@ -385,7 +403,7 @@ class Pipeline:
             # build); nothing that narrow is a real HDR10 deliverable, so refuse cleanly.
             raise UnsupportedInputError(f"output would be {out_w} pixels wide; HEVC encoding needs at least {MIN_OUTPUT_WIDTH}")
         check_encoder(preset.encode.encoder)
-        device = opt.device or ("cuda" if torch.cuda.is_available() else "cpu")
+        device = resolve_device(opt.device)
         processor = build_processor(preset, device=device, weights=opt.weights, backend=opt.backend,
                                     **(opt.backend_options or {}))
         warnings = [f"assumed {a}" for a in video.assumed]

@@ -53,6 +53,11 @@ def test_usage_errors_exit_2(tmp_path, clip):
     existing.write_bytes(b"x")
     assert_one_line_error(run("convert", str(clip), "-o", str(existing)), 2, "--force")
     assert_one_line_error(run("convert", str(clip), "--start", "abc"), 2, "invalid time")
+    assert_one_line_error(run("convert", str(clip), "--device", "tpu"), 2, "--device")
+    import torch
+
+    if not torch.cuda.is_available():
+        assert_one_line_error(run("convert", str(clip), "--device", "cuda"), 2, "no CUDA GPU")
     bad_preset = tmp_path / "bad.toml"
     bad_preset.write_text('processor = "bt2408"\nscael = 2\n')
     assert_one_line_error(run("convert", str(clip), "--preset", str(bad_preset)), 2, "unknown key(s) scael")
