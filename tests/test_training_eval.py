@@ -81,3 +81,27 @@ def test_eval_command_json_and_errors(png_dir, tmp_path):
     assert isinstance(res.exception, InputError) and "unknown architecture" in str(res.exception)
     res = CliRunner().invoke(app, ["train", "--arch", "irnet-2", "--out", str(tmp_path / "o")])
     assert isinstance(res.exception, InputError)
+
+
+def test_train_command_on_folder_pairs(tmp_path):
+    typer = pytest.importorskip("typer")
+    from typer.testing import CliRunner
+
+    from hdrvideo.training.cli import register
+
+    rng = np.random.default_rng(1)
+    for sub in ("train_sdr", "train_hdr"):
+        (tmp_path / sub).mkdir()
+    for i in range(2):
+        write_png(tmp_path / "train_sdr" / f"f{i}.png", rng.integers(0, 256, (24, 32, 3), dtype=np.uint8))
+        write_png(tmp_path / "train_hdr" / f"f{i}.png", rng.integers(0, 40000, (24, 32, 3), dtype=np.uint16))
+    app = typer.Typer()
+    register(app)
+    args = ["train", "--arch", "irnet-1-48", "--data", str(tmp_path), "--out", str(tmp_path / "run"), "--steps", "3",
+            "--batch", "1", "--patch", "16", "--device", "cpu", "--threads", "1", "--quiet"]
+    res = CliRunner().invoke(app, args + ["--stop-after", "1"])
+    assert res.exit_code == 0, res.output
+    assert not (tmp_path / "run" / "irnet-1-48.safetensors").exists()
+    res = CliRunner().invoke(app, args + ["--resume"])
+    assert res.exit_code == 0, res.output
+    assert (tmp_path / "run" / "irnet-1-48.safetensors").is_file()

@@ -68,6 +68,9 @@ def train_command(
     threads: Annotated[Optional[int], typer.Option("--threads", min=1, help="torch CPU threads")] = None,
     init: Annotated[Optional[Path], typer.Option("--init", help="warm start from weights with matching tensor names")] = None,
     resume: Annotated[bool, typer.Option("--resume", help="continue from OUT/checkpoint.pt")] = False,
+    stop_after: Annotated[
+        Optional[int], typer.Option("--stop-after", min=1, help="stop after N steps of this call (checkpointed; --resume continues)")
+    ] = None,
     checkpoint_every: Annotated[int, typer.Option("--checkpoint-every", min=1)] = 200,
     quiet: Annotated[bool, typer.Option("--quiet", help="no progress bar")] = False,
 ) -> None:
@@ -106,7 +109,7 @@ def train_command(
         init=str(init) if init else None,
     )
     try:
-        result = train(cfg, resume=resume, progress=not quiet)
+        result = train(cfg, resume=resume, progress=not quiet, stop_after=stop_after)
     except (FileNotFoundError, ValueError) as err:
         raise InputError(str(err).splitlines()[0]) from err
     from rich.console import Console
