@@ -32,7 +32,7 @@ from torch import Tensor
 
 from . import colour
 from . import errors as hdrvideo_errors
-from .errors import HdrvideoError, InputError, OutputExistsError, UnsupportedInputError, UsageError
+from .errors import InputError, OutputExistsError, UnsupportedInputError, UsageError
 from .media.decode import Decoder, FrameBatch, PlaneLayout, parse_time
 from .media.encode import EncoderConfig, HevcEncoder, check_encoder
 from .media.hdr10_boxes import MasteringMetadata

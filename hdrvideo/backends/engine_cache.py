@@ -24,12 +24,12 @@ import hashlib
 import json
 import logging
 import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, TypeVar
 
 from filelock import FileLock
+from ..fsutil import atomic_write_bytes  # noqa: F401 (re-exported)
 
 __all__ = [
     "cache_root",
@@ -60,25 +60,6 @@ def cache_root(path: str | os.PathLike[str] | None = None) -> Path:
 def key_digest(key: dict[str, Any]) -> str:
     """SHA-256 hex of the canonical JSON of ``key`` (sorted keys, no whitespace)."""
     return hashlib.sha256(json.dumps(key, sort_keys=True, separators=(",", ":"), default=str).encode()).hexdigest()
-
-
-def atomic_write_bytes(path: str | os.PathLike[str], data: bytes) -> None:
-    """Write ``data`` to ``path`` through a temporary file in the same directory + rename."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
 
 
 def _now() -> str:

@@ -175,7 +175,6 @@ def convert_to_fp16(model, keep_io_types: bool = True, stat_inputs: tuple[str, .
     prec = node_precisions(model, stat_inputs)
     init = {t.name: t for t in g.initializer}
     graph_inputs = {i.name for i in g.input}
-    graph_outputs = {o.name for o in g.output}
 
     # where does every float tensor live, before any cast: "fp32" or "fp16"
     home: dict[str, str] = {}

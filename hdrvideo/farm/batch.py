@@ -29,14 +29,14 @@ import json
 import logging
 import os
 import shutil
-import tempfile
 import time
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
 from ..errors import HdrvideoError, OutputExistsError, UsageError
 from .engines import Engine, make_engine
+from ..fsutil import atomic_write_bytes
 
 __all__ = [
     "Job",
@@ -263,19 +263,7 @@ class BatchState:
     def save(self) -> None:
         doc = {"version": self.VERSION, "updated": _now(), "jobs": self.jobs}
         data = json.dumps(doc, indent=1, sort_keys=True, default=str).encode()
-        fd, tmp = tempfile.mkstemp(prefix=f".{self.path.name}.", suffix=".tmp", dir=self.path.parent)
-        try:
-            with os.fdopen(fd, "wb") as fh:
-                fh.write(data)
-                fh.flush()
-                os.fsync(fh.fileno())
-            os.replace(tmp, self.path)
-        except BaseException:
-            try:
-                os.unlink(tmp)
-            except OSError:
-                pass
-            raise
+        atomic_write_bytes(self.path, data)
 
     def close(self) -> None:
         self._lock.release()
