@@ -86,8 +86,17 @@ class Preset:
         return load_preset(self.auto[-1][1])
 
 
+def _data_dir(package: str, folder: str):
+    """An installed data package (``presets/`` → ``hdrvideo.preset_files``, ``engines/`` →
+    ``hdrvideo.engines``), or the top-level folder itself when running from a source checkout."""
+    try:
+        return resources.files(package)
+    except ModuleNotFoundError:
+        return Path(__file__).resolve().parents[1] / folder
+
+
 def _builtin_dir():
-    return resources.files("hdrvideo.preset_files")
+    return _data_dir("hdrvideo.preset_files", "presets")
 
 
 def list_presets() -> list[Preset]:
@@ -186,7 +195,7 @@ def engines_dirs() -> list[Path]:
     if os.environ.get("HDRVIDEO_ENGINES"):
         dirs.append(Path(os.environ["HDRVIDEO_ENGINES"]))
     dirs.append(Path(user_data_dir("hdrvideo")) / "engines")
-    dirs.append(Path(str(resources.files("hdrvideo.engines"))))
+    dirs.append(Path(str(_data_dir("hdrvideo.engines", "engines"))))
     return dirs
 
 
@@ -197,7 +206,7 @@ def find_weights(preset: Preset) -> Path | None:
     given = Path(preset.model.weights)
     if given.is_absolute():
         return given if given.is_file() else None
-    if preset.source and not preset.source.startswith(str(resources.files("hdrvideo.preset_files"))):
+    if preset.source and not preset.source.startswith(str(_builtin_dir())):
         beside = Path(preset.source).parent / given
         if beside.is_file():
             return beside

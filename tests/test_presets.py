@@ -106,3 +106,15 @@ def test_presets_work_after_plain_pip_install(tmp_path):
     pkg_dir, names, arch = out.stdout.splitlines()
     assert pkg_dir.startswith(str(site))  # really the installed copy, not the source tree
     assert re.search(r"'bt2408'.*'sr4-itm'", names) and arch == "irnet-5-x4"
+
+
+def test_presets_found_from_a_source_checkout(monkeypatch):
+    """Running from the repository (``python -m pytest`` imports ./hdrvideo) finds presets/ too."""
+    import hdrvideo.presets as presets_mod
+
+    def no_data_package(name):
+        raise ModuleNotFoundError(name)
+
+    monkeypatch.setattr(presets_mod.resources, "files", no_data_package)
+    assert "sr4-itm" in {p.name for p in presets_mod.list_presets()}
+    assert (REPO / "engines") in presets_mod.engines_dirs()
