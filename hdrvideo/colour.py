@@ -393,6 +393,15 @@ def _linear_taps(n_out: int, n_in: int, factor: int, phase: float) -> tuple[list
 def _upsample_axis(c: Tensor, dim: int, n_out: int, factor: int, phase: float) -> Tensor:
     if factor == 1:
         return c
+    n = c.shape[dim]
+    if factor == 2 and n_out == 2 * n:
+        # the same interpolation, by slices: output 2i sits at chroma position i - phase/2 and
+        # output 2i+1 at i + (1 - phase)/2 (edges replicate)
+        prev = torch.cat([c.narrow(dim, 0, 1), c.narrow(dim, 0, n - 1)], dim=dim)
+        nxt = torch.cat([c.narrow(dim, 1, n - 1), c.narrow(dim, n - 1, 1)], dim=dim)
+        even = c if phase == 0 else torch.lerp(c, prev, phase / 2)
+        odd = c if phase == 1 else torch.lerp(c, nxt, (1 - phase) / 2)
+        return torch.stack([even, odd], dim=dim + 1).flatten(dim, dim + 1)
     i0, i1, w = _linear_taps(n_out, c.shape[dim], factor, phase)
     dev = c.device
     a = c.index_select(dim, torch.tensor(i0, device=dev))
