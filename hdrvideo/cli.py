@@ -61,7 +61,10 @@ def _main(
     # PyAV/FFmpeg logging is quiet unless debugging
     import av.logging
 
-    av.logging.set_level(av.logging.VERBOSE if debug else av.logging.ERROR)
+    # No Python log callback unless debugging: FFmpeg's worker threads calling back into Python
+    # can deadlock against PyAV closing a codec while holding the GIL. Error messages come from
+    # FFmpeg's error codes and are unaffected.
+    av.logging.set_level(av.logging.VERBOSE if debug else None)
     # FFmpeg's own messages (e.g. "EBML header parsing failed") would add lines to our one-line
     # errors; they are shown with --debug or --log-level debug only.
     if not debug and log_level != LogLevel.debug:

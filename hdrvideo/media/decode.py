@@ -216,6 +216,14 @@ class Decoder:
             if not decoded_any:
                 raise InputError(f"no decodable video frames in {self.path}")
         finally:
+            # Drain the decoder before closing: PyAV frees the codec context while holding the
+            # GIL, and a frame thread still busy (and logging through PyAV's callback) would then
+            # wait for the GIL forever.
+            try:
+                for _ in container.streams[self.info.index].decode(None):
+                    pass
+            except (av.error.FFmpegError, ValueError, IndexError):
+                pass
             container.close()
 
     def _copy_planes(self, frame: av.VideoFrame, bufs: list[torch.Tensor], i: int) -> None:
