@@ -316,13 +316,21 @@ def presets(as_json: Annotated[bool, typer.Option("--json", help="Machine-readab
             for p in items
         ]))
         return
-    width = max(len(p.name) for p in items)
+    from rich.table import Table
+
+    table = Table(box=None, header_style="bold", pad_edge=False)
+    for col in ("preset", "scale", "network", "weights", "description"):
+        table.add_column(col, overflow="fold")
     for p in items:
-        mark = " (default)" if p.name == DEFAULT_PRESET else ""
-        note = ""
-        if p.processor == "neural" and find_weights(p) is None:
-            note = "  [weights not installed: use --weights]"
-        stdout.print(f"{p.name:<{width}}  {p.description}{mark}{note}", highlight=False)
+        if p.processor == "neural":
+            weights = "installed" if find_weights(p) is not None else "not installed (--weights)"
+        else:
+            weights = "-"
+        name = p.name + (" (default)" if p.name == DEFAULT_PRESET else "")
+        network = p.model.arch if p.model else ("chosen by input height" if p.processor == "auto" else "none")
+        scale = f"×{p.scale}" if p.processor != "auto" else "auto"
+        table.add_row(name, scale, network, weights, p.description)
+    stdout.print(table, highlight=False)
 
 
 @app.command()
