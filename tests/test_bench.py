@@ -42,8 +42,15 @@ def test_bench_measures_every_stage_with_given_weights(tmp_path):
 
 
 def test_bench_without_weights_refuses_unless_random_is_asked_for(tmp_path):
+    # every built-in preset now ships its weights, so use a preset whose weights are not installed
+    preset = tmp_path / "unshipped.toml"
+    preset.write_text('name = "unshipped"\ndescription = "t"\nprocessor = "neural"\nscale = 1\n'
+                      '[model]\narch = "irnet-1-48"\nweights = "not-installed.safetensors"\n')
     with pytest.raises(WeightsMissingError, match="--random-weights"):
-        run_bench("itm", backend="onnxruntime", device="cpu", size=(32, 18), frames=2)
+        run_bench(str(preset), backend="onnxruntime", device="cpu", size=(64, 36), frames=2)
+    r = run_bench(str(preset), backend="onnxruntime", device="cpu", size=(64, 36), frames=2,
+                  random_weights=True, threads=1)
+    assert r.weights == "random (bench only)" and r.frames == 2
 
 
 def test_bench_cli_json_random_weights_is_labelled(tmp_path):
