@@ -296,16 +296,12 @@ def run_bench(
         extradata = enc.extradata
 
         # ---- light meter ------------------------------------------------------------------
-        import av
-
         meter = LightMeter(dev, p.encode.chroma_siting)
         if extradata:
             meter.decoder.extradata = extradata
         t0 = time.perf_counter()
         for data, pts, dts in packets:
-            pk = av.Packet(data)
-            pk.pts, pk.dts = pts, dts
-            meter.feed(pk)
+            meter.feed(LightMeter.packet(data, pts, dts))
         meter.feed(None)
         t_measure = time.perf_counter() - t0
         del packed, batches

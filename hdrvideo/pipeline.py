@@ -264,6 +264,23 @@ class LightMeter:
         self.max_fall = max(self.max_fall, float(fmean.max()))
         self.frames += 1
 
+    @staticmethod
+    def packet(data, pts: int | None, dts: int | None):
+        """A copy of ``data`` (bytes or a packet) as a packet whose buffer FFmpeg owns.
+
+        Never ``av.Packet(bytes)``: that buffer is a Python object's. Freeing a frame-threaded
+        decoder unrefs the packets its threads still hold, and a Python-owned buffer's free
+        callback then waits for the GIL that the freeing thread holds — a deadlock (seen about
+        once in a hundred runs on 1–2 frame clips).
+        """
+        import av
+
+        view = memoryview(data)
+        copy = av.Packet(view.nbytes)
+        memoryview(copy)[:] = view
+        copy.pts, copy.dts = pts, dts
+        return copy
+
     def feed(self, packet) -> None:
         """Decode one encoded packet (``None`` flushes) and measure the frames it yields."""
         for frame in self.decoder.decode(packet):
@@ -477,11 +494,7 @@ class Pipeline:
             self._put(q_enc, _END)
 
         def to_meter(packet) -> None:
-            import av
-
-            copy = av.Packet(bytes(packet))
-            copy.pts, copy.dts = packet.pts, packet.dts
-            self._put(q_meter, copy)
+            self._put(q_meter, LightMeter.packet(packet, packet.pts, packet.dts))
 
         def measure() -> None:
             _yield_cpu_to_model(stage.device)

@@ -116,3 +116,16 @@ def test_a_failing_stage_stops_the_pipeline_promptly(tmp_path, monkeypatch):
         hdrvideo.convert(src, tmp_path / "o.mp4", batch=1, x265_preset="ultrafast")
     assert time.time() - t0 < 30
     assert sorted(p.name for p in tmp_path.iterdir()) == ["in.mkv"]
+
+
+def test_light_meter_packets_own_their_buffer():
+    """The meter's packet copies must not borrow a Python buffer (zero-copy ``av.Packet(bytes)``):
+    freeing the frame-threaded meter decoder would then call back into Python without the GIL
+    and deadlock. A borrowed buffer would show the source's later change; an owned copy does not."""
+    from hdrvideo.pipeline import LightMeter
+
+    src = bytearray(b"\x00\x00\x01\x26\x01")
+    pkt = LightMeter.packet(src, 7, 5)
+    src[3] = 0x40
+    assert bytes(pkt) == b"\x00\x00\x01\x26\x01" and (pkt.pts, pkt.dts) == (7, 5)
+    assert LightMeter.packet(b"", None, None).size == 0
