@@ -8,7 +8,7 @@ Measured, in one process and one run (so the ratios are comparable even on a noi
   other backend that starts here (``model_fps_by_backend``; a backend that cannot start — TensorRT
   without a GPU — is a note, not a failure);
 * **colour/pack** — Y'CbCr→R'G'B' on the device, then R'G'B'→Y'CbCr BT.2020 10-bit 4:2:0 and the
-  copy of the packed planes to the host (:class:`~hdrvideo.pipeline.ProcessStage` without the model);
+  copy of the packed planes to the host, with the fit and roll-off stages (:class:`~hdrvideo.stages.ProcessStage` without the model);
 * **encode** — x265 (or NVENC) with the preset's settings, including the final flush;
 * **measure** — the light meter decoding the encoded stream again for MaxCLL/MaxFALL (when the
   pipeline measures the decoded output, its default);
@@ -116,16 +116,6 @@ def _fps(frames: int, seconds: float) -> float:
     return round(frames / seconds, 3) if seconds > 0 else float("inf")
 
 
-class _Passthrough:
-    """A processor stand-in used only to build a ProcessStage for the colour/pack timing."""
-
-    def __init__(self, scale: int, device: torch.device) -> None:
-        self.scale, self.device, self.description = scale, device, "passthrough"
-
-    def __call__(self, rgb):  # pragma: no cover - never called
-        return rgb
-
-
 def run_bench(
     preset: str = "sr4-itm",
     weights: str | None = None,
@@ -147,7 +137,8 @@ def run_bench(
     from .media.encode import EncoderConfig, HevcEncoder
     from .media.probe import probe, require_sdr_video
     from .media.sample import write_clip
-    from .pipeline import ConvertOptions, LightMeter, Pipeline, ProcessStage
+    from .pipeline import ConvertOptions, LightMeter, Pipeline
+    from .stages import HDR, Frames, ProcessStage, build_chain
     from .presets import find_weights, load_preset, output_size
     from .processors import build_processor
 
@@ -246,8 +237,13 @@ def run_bench(
             notes.append(f"pipeline converted {report.frames} frames, stages timed {frames}")
 
         # ---- model (warm) -----------------------------------------------------------------
-        stage = ProcessStage(_Passthrough(p.scale, dev), dec.layout, video, (out_w, out_h), p.encode.chroma_siting,
-                             measure=False)
+        # the chain after the processor (fit into the output size, peak roll-off) counts as colour/pack
+        post = build_chain(processor, (out_w, out_h), p.mastering.max_luminance)[1:]
+        stage = ProcessStage(post, dec.layout, video, dev, p.encode.chroma_siting, measure=False)
+
+        def pack(hdr):
+            return stage.pack(stage.run_chain(Frames(hdr, [], HDR)).rgb)
+
         rgbs = [stage.to_rgb(planes) for planes, _ in batches]
         with torch.inference_mode():
             processor(rgbs[0])  # warm-up: session/engine creation, allocations
@@ -264,12 +260,12 @@ def run_bench(
         # ---- colour / pack ----------------------------------------------------------------
         packed = []
         with torch.inference_mode():
-            stage.to_host(*stage.pack(hdrs[0]))  # warm-up (kernel and allocator first calls)
+            stage.to_host(*pack(hdrs[0]))  # warm-up (kernel and allocator first calls)
             _sync(dev)
             t0 = time.perf_counter()
             for (planes, _), hdr in zip(batches, hdrs):
                 stage.to_rgb(planes)
-                y, cb, cr = stage.pack(hdr)
+                y, cb, cr = pack(hdr)
                 packed.append(tuple(stage.to_host(y, cb, cr)))
             _sync(dev)
         t_colour = time.perf_counter() - t0

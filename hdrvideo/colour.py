@@ -48,6 +48,8 @@ __all__ = [
     "bt2020_to_ictcp",
     "delta_e_itp",
     "bt2390_eetf",
+    "pq_roll_off",
+    "pq_roll_off_knee_nits",
     "chroma_upsample",
     "planes_to_rgb",
     "rgb_to_planes",
@@ -357,6 +359,42 @@ def bt2390_eetf(
     b = min_lum
     e3 = e2 + b * (1.0 - e2).clamp(min=0.0) ** 4
     return e3 * (src_w - src_b) + src_b
+
+
+def pq_roll_off_knee_nits(target_peak: float, source_peak: float = PQ_MAX_NITS) -> float:
+    """Luminance (cd/m²) of the BT.2390-10 EETF knee KS = 1.5·maxLum − 0.5 (source black 0).
+
+    Signals below it pass the EETF unchanged.
+    """
+    src_w = float(pq_encode(torch.tensor(source_peak, dtype=torch.float64)))
+    max_lum = float(pq_encode(torch.tensor(target_peak, dtype=torch.float64))) / src_w
+    ks = 1.5 * max_lum - 0.5
+    return float(pq_decode(torch.tensor(min(ks, 1.0) * src_w, dtype=torch.float64)))
+
+
+def pq_roll_off(rgb_pq: Tensor, target_peak: float, source_peak: float = PQ_MAX_NITS) -> Tensor:
+    """Roll PQ R'G'B' highlights off to ``target_peak`` cd/m², keeping hue and saturation.
+
+    The ITU-R BT.2390-10 §5.4.1 EETF (:func:`bt2390_eetf`, black untouched) is applied to
+    max(R', G', B'), and the three components are scaled by the same linear-light ratio, so
+    max(R, G, B) — what CTA-861.3-A MaxCLL measures — never exceeds ``target_peak``, and pixels
+    below the knee (:func:`pq_roll_off_knee_nits`) are returned unchanged. Only the pixels
+    above the knee are computed.
+    """
+    m = rgb_pq.amax(dim=-3, keepdim=True)
+    src_w = float(pq_encode(torch.tensor(source_peak, dtype=torch.float64)))
+    ks_signal = float(pq_encode(torch.tensor(pq_roll_off_knee_nits(target_peak, source_peak), dtype=torch.float64)))
+    above = m > ks_signal
+    if not bool(above.any()):
+        return rgb_pq
+    out = rgb_pq.clone()
+    mask = above.expand_as(rgb_pq)
+    sel_m = m.expand_as(rgb_pq)[mask]
+    sel = rgb_pq[mask].clamp(0.0, src_w)
+    m_out = bt2390_eetf(sel_m.clamp(max=src_w), 0.0, source_peak, 0.0, target_peak)
+    ratio = pq_decode(m_out) / pq_decode(sel_m).clamp(min=1e-12)
+    out[mask] = pq_encode((pq_decode(sel) * ratio).clamp(max=target_peak))
+    return out
 
 
 # --------------------------------------------------------------------------------------

@@ -1,17 +1,20 @@
-"""The conversion pipeline: decode → colour → processor → pack → encode → mux.
+"""The conversion pipeline: decode → device chain → encode → light meter → mux.
 
-Three threads joined by bounded queues, so decode, device work and encode overlap and memory
-does not grow with video length::
+Threads joined by bounded queues, so decode, device work and encode overlap and memory does
+not grow with video length::
 
-    decode thread ──[queue]──▶ device thread ──[queue]──▶ encode thread ──▶ final mux
-    (PyAV, planes into       (YUV→R'G'B', processor,      (PyAV libx265 /
-     pooled buffers)          fit, CLL, 10-bit 4:2:0)      hevc_nvenc)
+    decode thread ──[queue]──▶ device thread ──[queue]──▶ encode thread ──[queue]──▶ meter thread
+    (PyAV, planes into       (R'G'B', the stage chain     (libx265 /                 (decodes the
+     pooled buffers)          of hdrvideo.stages, 4:2:0)   hevc_nvenc)                HEVC again)
+                                                                     ──▶ final mux (audio, subtitles, HDR10 boxes)
 
-Timestamps travel with the frames; nothing is recomputed from a frame rate.
+:meth:`Pipeline.plan` decides everything before any frame is decoded; the stages are built
+from the plan. Timestamps travel with the frames; nothing is recomputed from a frame rate.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import math
 import os
@@ -28,21 +31,21 @@ from typing import Any, Callable
 
 import numpy as np
 import torch
-from torch import Tensor
 
 from . import colour
 from . import errors as hdrvideo_errors
 from .errors import InputError, OutputExistsError, UnsupportedInputError, UsageError
-from .media.decode import Decoder, FrameBatch, PlaneLayout, parse_time
+from .media.decode import Decoder, FrameBatch, parse_time
 from .media.encode import EncoderConfig, HevcEncoder, check_encoder
 from .media.hdr10_boxes import MasteringMetadata
 from .media.mux import OUTPUT_FORMATS, StreamWindow, mux_final, output_format
 from .media.probe import VideoInfo, probe, require_sdr_video
 from .presets import Preset, load_preset, output_size
 from .processors import Processor, build_processor
-from .processors.resample import resize_lanczos
+from .stages import PackedBatch, ProcessStage, build_chain
 
-__all__ = ["ConvertOptions", "ProgressEvent", "Report", "Pipeline", "ProcessStage", "PackedBatch", "default_output"]
+__all__ = ["ConvertOptions", "ProgressEvent", "Report", "Plan", "Pipeline", "ProcessStage", "PackedBatch", "LightMeter",
+           "default_output", "convert"]
 
 log = logging.getLogger(__name__)
 
@@ -132,104 +135,8 @@ def default_output(src: str | os.PathLike[str]) -> Path:
 
 
 # --------------------------------------------------------------------------------------
-# The device stage (also used by `hdrvideo bench`)
+# Light metering of the encoded stream
 # --------------------------------------------------------------------------------------
-
-
-@dataclass
-class PackedBatch:
-    """10-bit 4:2:0 planes on the host, ready for the encoder, plus light-level measurements."""
-
-    y: np.ndarray  # (N,H,W) uint16
-    cb: np.ndarray  # (N,H/2,W/2) uint16
-    cr: np.ndarray
-    pts: list[int]
-    frame_max: np.ndarray  # (N,) max(R,G,B) in cd/m²
-    frame_mean: np.ndarray  # (N,) frame average of max(R,G,B) in cd/m²
-
-
-class ProcessStage:
-    """Everything between decoded planes and encoder planes, on one device.
-
-    planes → R'G'B' (source matrix, range, siting) → BT.709 primaries → processor →
-    fit into the output size (Lanczos) → Y'CbCr BT.2020 10-bit 4:2:0 → host.
-    MaxCLL/MaxFALL are measured on the R'G'B' reconstructed from the quantised 4:2:0 planes,
-    i.e. on the signal the encoder receives.
-    """
-
-    def __init__(
-        self,
-        processor: Processor,
-        layout: PlaneLayout,
-        info: VideoInfo,
-        out_size: tuple[int, int],
-        siting: str = "left",
-        measure: bool = True,
-    ) -> None:
-        self.processor = processor
-        self.layout = layout
-        self.info = info
-        self.out_w, self.out_h = out_size
-        self.siting = siting
-        self.measure = measure
-        self.device = processor.device
-
-    def to_rgb(self, planes: list[Tensor]) -> Tensor:
-        lay = self.layout
-        dev = self.device
-        planes = [p.to(dev, non_blocking=True) for p in planes]
-        if lay.bit_depth > 8:  # 16-bit containers hold uint16 bits in int16
-            planes = [p.to(torch.int32) & 0xFFFF for p in planes]
-        if lay.kind == "rgb":
-            top = float(2**lay.bit_depth - 1)
-            rgb = torch.stack([p.to(torch.float32) / top for p in planes], dim=1)
-        elif lay.kind == "gray":
-            rgb = colour.planes_to_rgb(planes[0], None, None, self.info.matrix, lay.bit_depth, self.info.full_range)
-        else:
-            rgb = colour.planes_to_rgb(
-                planes[0], planes[1], planes[2], self.info.matrix, lay.bit_depth, self.info.full_range,
-                self.info.chroma_siting,
-            )
-        rgb = rgb.clamp_(0.0, 1.0)
-        if self.info.primaries != "bt709":
-            rgb = colour.convert_primaries_display(rgb, self.info.primaries, "bt709")
-        return rgb
-
-    def pack(self, hdr: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-        if hdr.shape[-2:] != (self.out_h, self.out_w):
-            hdr = resize_lanczos(hdr, self.out_h, self.out_w).clamp_(0.0, 1.0)
-        return colour.rgb_to_planes(hdr, "bt2020", 10, False, self.siting)
-
-    @torch.inference_mode()
-    def __call__(self, planes: list[Tensor], pts: list[int]) -> PackedBatch:
-        rgb = self.to_rgb(planes)
-        hdr = self.processor(rgb)
-        y, cb, cr = self.pack(hdr)
-        n = y.shape[0]
-        if self.measure:
-            rec = colour.planes_to_rgb(y, cb, cr, "bt2020", 10, False, self.siting).clamp_(0.0, 1.0)
-            fmax, fmean = colour.content_light_level(rec)
-            fmax, fmean = fmax.double().cpu().numpy(), fmean.double().cpu().numpy()
-        else:
-            fmax = fmean = np.zeros(n)
-        y, cb, cr = self.to_host(y, cb, cr)
-        return PackedBatch(y, cb, cr, list(pts), fmax, fmean)
-
-    def to_host(self, *planes: Tensor) -> list[np.ndarray]:
-        """Packed 10-bit planes → host uint16 arrays (the only device→host copy of a frame).
-
-        On CUDA the copies go into pinned (page-locked) host buffers, non_blocking, and one
-        stream synchronisation waits for all of them: about twice the bandwidth of pageable
-        copies, and no per-plane stalls.
-        """
-        dev16 = [t.to(torch.int16) for t in planes]  # 10-bit codes fit; uint16 bits viewed as int16
-        if self.device.type != "cuda":
-            return [t.cpu().numpy().view(np.uint16) for t in dev16]
-        host = [torch.empty(t.shape, dtype=torch.int16, pin_memory=True) for t in dev16]
-        for h, d in zip(host, dev16):
-            h.copy_(d, non_blocking=True)
-        torch.cuda.current_stream(self.device).synchronize()
-        return [h.numpy().view(np.uint16) for h in host]
 
 
 class LightMeter:
@@ -317,8 +224,30 @@ class _Stop(Exception):
     pass
 
 
+@dataclass(frozen=True)
+class Plan:
+    """What a conversion will do, decided before any frame is decoded."""
+
+    src: str
+    dst: str
+    video: VideoInfo
+    preset: Preset  # resolved (never "auto"), with the options applied
+    device: str
+    out_size: tuple[int, int]
+    mastering: MasteringMetadata
+    start: Fraction | None
+    duration: Fraction | None
+    total: int  # expected frames, 0 = unknown
+    assumed: tuple[str, ...] = ()
+
+
 class Pipeline:
-    """One conversion. Build it, then :meth:`run` it; no global state is touched."""
+    """One conversion. Build it, then :meth:`run` it; no global state is touched.
+
+    :meth:`plan` decides everything from the input's probe, the preset and the options;
+    :meth:`run` builds the stages (decoder, device chain, encoder, light meter), runs them in
+    threads joined by bounded queues, muxes, and renames the result into place.
+    """
 
     def __init__(self, src: str | os.PathLike[str], dst: str | os.PathLike[str] | None = None,
                  options: ConvertOptions | None = None, **overrides: Any) -> None:
@@ -368,6 +297,37 @@ class Pipeline:
             raise UsageError("light_level must be 'decoded' or 'input'")
         return preset.replace(**changes) if changes else preset
 
+    def plan(self) -> Plan:
+        """Probe the input and decide sizes, colour, preset, mastering and time span (no decoding)."""
+        opt = self.options
+        self._check_paths()
+        info = probe(self.src)
+        video = require_sdr_video(info)
+        preset = self._preset(video)
+        start = parse_time(opt.start)
+        duration = parse_time(opt.duration)
+        if duration is not None and duration <= 0:
+            raise InputError("--duration must be positive")
+        if start is not None and video.duration and start >= Fraction(video.duration).limit_denominator(10**6):
+            raise InputError(f"--start {float(start):g}s is beyond the end of the video ({video.duration:.3f}s)")
+        out_w, out_h = output_size(video.width, video.height, preset.scale, preset.target)
+        if out_w < MIN_OUTPUT_WIDTH:
+            # libx265 4.x corrupts its heap on pictures 33–48 pixels wide (seen with FFmpeg 8.1's
+            # build); nothing that narrow is a real HDR10 deliverable, so refuse cleanly.
+            raise UnsupportedInputError(f"output would be {out_w} pixels wide; HEVC encoding needs at least {MIN_OUTPUT_WIDTH}")
+        total = video.estimated_frames
+        if duration is not None and video.rate:
+            total = min(total or 10**12, int(math.ceil(duration * video.rate)))
+        if start is not None and video.rate and video.duration:
+            remaining = int(math.ceil((Fraction(video.duration).limit_denominator(10**6) - start) * video.rate))
+            total = min(total or remaining, remaining)
+        m = preset.mastering
+        return Plan(
+            src=info.path, dst=self.dst, video=video, preset=preset, device=resolve_device(opt.device),
+            out_size=(out_w, out_h), mastering=MasteringMetadata(m.primaries, m.max_luminance, m.min_luminance),
+            start=start, duration=duration, total=total, assumed=tuple(f"assumed {a}" for a in video.assumed),
+        )
+
     # -- threads --------------------------------------------------------------------------
     def _put(self, q: queue.Queue, item: Any) -> None:
         while True:
@@ -404,145 +364,129 @@ class Pipeline:
         """Convert; the output appears atomically at ``self.dst`` only on success."""
         t_start = time.perf_counter()
         opt = self.options
-        self._check_paths()
-        info = probe(self.src)
-        video = require_sdr_video(info)
-        preset = self._preset(video)
-        start = parse_time(opt.start)
-        duration = parse_time(opt.duration)
-        if duration is not None and duration <= 0:
-            raise InputError("--duration must be positive")
-        if start is not None and video.duration and start >= Fraction(video.duration).limit_denominator(10**6):
-            raise InputError(f"--start {float(start):g}s is beyond the end of the video ({video.duration:.3f}s)")
-        out_w, out_h = output_size(video.width, video.height, preset.scale, preset.target)
-        if out_w < MIN_OUTPUT_WIDTH:
-            # libx265 4.x corrupts its heap on pictures 33–48 pixels wide (seen with FFmpeg 8.1's
-            # build); nothing that narrow is a real HDR10 deliverable, so refuse cleanly.
-            raise UnsupportedInputError(f"output would be {out_w} pixels wide; HEVC encoding needs at least {MIN_OUTPUT_WIDTH}")
-        check_encoder(preset.encode.encoder)
-        device = resolve_device(opt.device)
-        processor = build_processor(preset, device=device, weights=opt.weights, backend=opt.backend,
+        plan = self.plan()
+        check_encoder(plan.preset.encode.encoder)
+        processor = build_processor(plan.preset, device=plan.device, weights=opt.weights, backend=opt.backend,
                                     **(opt.backend_options or {}))
-        warnings = [f"assumed {a}" for a in video.assumed]
+        warnings = list(plan.assumed)
         for w in warnings:
             log.warning("%s", w)
-
-        decoder = Decoder(self.src, video, start, duration, batch=preset.batch,
-                          pin_memory=torch.device(device).type == "cuda", buffers=opt.queue_size + 2)
-        stage = ProcessStage(processor, decoder.layout, video, (out_w, out_h), preset.encode.chroma_siting,
+        decoder = Decoder(self.src, plan.video, plan.start, plan.duration, batch=plan.preset.batch,
+                          pin_memory=torch.device(plan.device).type == "cuda", buffers=opt.queue_size + 2)
+        chain = build_chain(processor, plan.out_size, plan.mastering.max_luminance)
+        stage = ProcessStage(chain, decoder.layout, plan.video, processor.device, plan.preset.encode.chroma_siting,
                              measure=opt.light_level == "input")
-        total = video.estimated_frames
-        if duration is not None and video.rate:
-            total = min(total or 10**12, int(math.ceil(duration * video.rate)))
-        if start is not None and video.rate and video.duration:
-            remaining = int(math.ceil((Fraction(video.duration).limit_denominator(10**6) - start) * video.rate))
-            total = min(total or remaining, remaining)
-
-        mastering = MasteringMetadata(preset.mastering.primaries, preset.mastering.max_luminance,
-                                      preset.mastering.min_luminance)
         tmpdir = tempfile.mkdtemp(prefix=f".{Path(self.dst).name}.", suffix=".hdrvideo-tmp",
                                   dir=os.path.dirname(os.path.abspath(self.dst)))
         try:
-            return self._run(t_start, info.path, video, preset, processor, decoder, stage, total,
-                             (out_w, out_h), mastering, tmpdir, warnings)
+            return self._run(t_start, plan, processor, decoder, stage, tmpdir, warnings)
         finally:
             shutil.rmtree(tmpdir, ignore_errors=True)
 
-    def _run(self, t_start, src, video, preset, processor, decoder, stage, total, out_size, mastering,
-             tmpdir, warnings) -> Report:
+    # -- the four threads ----------------------------------------------------------------
+    def _decode(self, decoder: Decoder, q_out: queue.Queue, device: torch.device) -> None:
+        _yield_cpu_to_model(device)
+        it = iter(decoder)
+        while True:
+            t0 = time.perf_counter()
+            try:
+                batch = next(it)
+            except StopIteration:
+                break
+            finally:
+                self._busy["decode"] += time.perf_counter() - t0
+            self._put(q_out, batch)
+        self._put(q_out, _END)
+
+    def _process(self, stage: ProcessStage, q_in: queue.Queue, q_out: queue.Queue) -> None:
+        while True:
+            batch: FrameBatch = self._get(q_in)
+            if batch is _END:
+                break
+            t0 = time.perf_counter()
+            try:
+                packed = stage(batch.planes, batch.pts)
+            finally:
+                if batch.release:
+                    batch.release()
+            if stage.device.type == "cuda":
+                torch.cuda.synchronize(stage.device)
+            self._busy["process"] += time.perf_counter() - t0
+            self._put(q_out, packed)
+        self._put(q_out, _END)
+
+    def _measure(self, meter: LightMeter, q_in: queue.Queue) -> None:
+        _yield_cpu_to_model(meter.device)
+        while True:
+            packet = self._get(q_in)
+            t0 = time.perf_counter()
+            meter.feed(None if packet is _END else packet)
+            self._busy["measure"] += time.perf_counter() - t0
+            if packet is _END:
+                break
+
+    def _encode(self, plan: Plan, config: EncoderConfig, q_in: queue.Queue, meter: LightMeter | None,
+                q_meter: queue.Queue, state: dict[str, Any], decoder: Decoder) -> None:
+        _yield_cpu_to_model(torch.device(plan.device))
+        enc = None
+
+        def to_meter(packet) -> None:
+            self._put(q_meter, LightMeter.packet(packet, packet.pts, packet.dts))
+
+        try:
+            while True:
+                packed: PackedBatch = self._get(q_in)
+                if packed is _END:
+                    break
+                t0 = time.perf_counter()
+                if enc is None:
+                    state["first_pts"] = packed.pts[0]
+                    config = dataclasses.replace(config, rotation=decoder.stats.rotation)  # known once decoding began
+                    enc = HevcEncoder(state["intermediate"], config, packet_sink=to_meter if meter else None)
+                    if meter is not None and enc.extradata:
+                        meter.decoder.extradata = enc.extradata
+                for i, pts in enumerate(packed.pts):
+                    enc.encode(packed.y[i], packed.cb[i], packed.cr[i], pts - state["first_pts"])
+                state["max"] = max(state["max"], float(packed.frame_max.max()))
+                state["fall"] = max(state["fall"], float(packed.frame_mean.max()))
+                self._frames_done += len(packed.pts)
+                self._busy["encode"] += time.perf_counter() - t0
+            if enc is not None:
+                t0 = time.perf_counter()
+                enc.close()
+                self._busy["encode"] += time.perf_counter() - t0
+            if meter is not None:
+                self._put(q_meter, _END)
+        except BaseException:
+            if enc is not None:
+                enc.abort()
+            raise
+
+    def _run(self, t_start: float, plan: Plan, processor: Processor, decoder: Decoder, stage: ProcessStage,
+             tmpdir: str, warnings: list[str]) -> Report:
         opt = self.options
+        preset, video = plan.preset, plan.video
         self._busy["setup"] = time.perf_counter() - t_start  # probe, model load, session/engine creation
         q_dec: queue.Queue = queue.Queue(maxsize=opt.queue_size)
         q_enc: queue.Queue = queue.Queue(maxsize=opt.queue_size)
         q_meter: queue.Queue = queue.Queue(maxsize=256)
         meter = LightMeter(stage.device, preset.encode.chroma_siting) if opt.light_level == "decoded" else None
-        intermediate = os.path.join(tmpdir, "video.mp4")
+        state: dict[str, Any] = {"max": 0.0, "fall": 0.0, "first_pts": None,
+                                 "intermediate": os.path.join(tmpdir, "video.mp4")}
         final_tmp = os.path.join(tmpdir, "output" + Path(self.dst).suffix.lower())
-        light = {"max": 0.0, "fall": 0.0}
-        first_pts: list[int] = []
-        encoder_name = preset.encode.encoder
+        config = EncoderConfig(
+            width=plan.out_size[0], height=plan.out_size[1], time_base=video.time_base, rate=video.rate,
+            encoder=preset.encode.encoder, crf=preset.encode.crf, x265_preset=preset.encode.x265_preset,
+            chroma_siting=preset.encode.chroma_siting, mastering=plan.mastering)
 
-        def decode() -> None:
-            _yield_cpu_to_model(stage.device)
-            it = iter(decoder)
-            while True:
-                t0 = time.perf_counter()
-                try:
-                    batch = next(it)
-                except StopIteration:
-                    break
-                finally:
-                    self._busy["decode"] += time.perf_counter() - t0
-                self._put(q_dec, batch)
-            self._put(q_dec, _END)
-
-        def process() -> None:
-            while True:
-                batch: FrameBatch = self._get(q_dec)
-                if batch is _END:
-                    break
-                t0 = time.perf_counter()
-                try:
-                    packed = stage(batch.planes, batch.pts)
-                finally:
-                    if batch.release:
-                        batch.release()
-                if stage.device.type == "cuda":
-                    torch.cuda.synchronize(stage.device)
-                self._busy["process"] += time.perf_counter() - t0
-                self._put(q_enc, packed)
-            self._put(q_enc, _END)
-
-        def to_meter(packet) -> None:
-            self._put(q_meter, LightMeter.packet(packet, packet.pts, packet.dts))
-
-        def measure() -> None:
-            _yield_cpu_to_model(stage.device)
-            while True:
-                packet = self._get(q_meter)
-                t0 = time.perf_counter()
-                meter.feed(None if packet is _END else packet)
-                self._busy["measure"] += time.perf_counter() - t0
-                if packet is _END:
-                    break
-
-        def encode() -> None:
-            _yield_cpu_to_model(stage.device)
-            enc = None
-            try:
-                while True:
-                    packed: PackedBatch = self._get(q_enc)
-                    if packed is _END:
-                        break
-                    t0 = time.perf_counter()
-                    if enc is None:
-                        first_pts.append(packed.pts[0])
-                        enc = HevcEncoder(intermediate, EncoderConfig(
-                            width=out_size[0], height=out_size[1], time_base=video.time_base, rate=video.rate,
-                            encoder=encoder_name, crf=preset.encode.crf, x265_preset=preset.encode.x265_preset,
-                            chroma_siting=preset.encode.chroma_siting, mastering=mastering,
-                            rotation=decoder.stats.rotation), packet_sink=to_meter if meter else None)
-                        if meter is not None and enc.extradata:
-                            meter.decoder.extradata = enc.extradata
-                    for i, pts in enumerate(packed.pts):
-                        enc.encode(packed.y[i], packed.cb[i], packed.cr[i], pts - first_pts[0])
-                    light["max"] = max(light["max"], float(packed.frame_max.max()))
-                    light["fall"] = max(light["fall"], float(packed.frame_mean.max()))
-                    self._frames_done += len(packed.pts)
-                    self._busy["encode"] += time.perf_counter() - t0
-                if enc is not None:
-                    t0 = time.perf_counter()
-                    enc.close()
-                    self._busy["encode"] += time.perf_counter() - t0
-                if meter is not None:
-                    self._put(q_meter, _END)
-            except BaseException:
-                if enc is not None:
-                    enc.abort()
-                raise
-
-        threads = [threading.Thread(target=self._guard(fn), name=f"hdrvideo-{fn.__name__}", daemon=True)
-                   for fn in ((decode, process, encode, measure) if meter else (decode, process, encode))]
+        jobs: list[tuple[str, Callable[[], None]]] = [
+            ("decode", lambda: self._decode(decoder, q_dec, stage.device)),
+            ("process", lambda: self._process(stage, q_dec, q_enc)),
+            ("encode", lambda: self._encode(plan, config, q_enc, meter, q_meter, state, decoder)),
+        ]
+        if meter is not None:
+            jobs.append(("measure", lambda: self._measure(meter, q_meter)))
+        threads = [threading.Thread(target=self._guard(fn), name=f"hdrvideo-{name}", daemon=True) for name, fn in jobs]
         for t in threads:
             t.start()
         try:
@@ -558,7 +502,7 @@ class Pipeline:
                 now = time.perf_counter()
                 if opt.progress and now - last_emit >= 0.5:
                     last_emit = now
-                    opt.progress(self._progress_event(t_start, total, "convert"))
+                    opt.progress(self._progress_event(t_start, plan.total, "convert"))
         except BaseException:
             self._stop.set()
             decoder.stop = True
@@ -569,31 +513,32 @@ class Pipeline:
             raise self._errors[0]
         frames = self._frames_done
         if frames == 0:
-            raise InputError(f"no video frames in the selected span of {src}")
+            raise InputError(f"no video frames in the selected span of {plan.src}")
         warnings += decoder.stats.warnings
 
+        light = {"max": state["max"], "fall": state["fall"]}
         if meter is not None:
             if meter.frames != frames:
                 raise hdrvideo_errors.EncoderError(
                     f"light metering decoded {meter.frames} of {frames} encoded frames")
             light = {"max": meter.max_cll, "fall": meter.max_fall}
         # MaxCLL/MaxFALL: integers rounded up, so no value understates the content.
+        mastering = plan.mastering
         meta = MasteringMetadata(mastering.primaries, mastering.max_luminance, mastering.min_luminance,
                                  max_cll=int(math.ceil(light["max"] - 1e-6)),
                                  max_fall=int(math.ceil(light["fall"] - 1e-6)))
         tb = video.time_base
+        first_pts = state["first_pts"]
         t0_video = Fraction(video.start_time).limit_denominator(10**9)
-        span_start = parse_time(opt.start)
-        span_len = parse_time(opt.duration)
         window = StreamWindow(
-            offset=first_pts[0] * tb,
-            start=None if span_start is None else first_pts[0] * tb,
-            end=None if span_len is None else t0_video + (span_start or 0) + span_len,
+            offset=first_pts * tb,
+            start=None if plan.start is None else first_pts * tb,
+            end=None if plan.duration is None else t0_video + (plan.start or 0) + plan.duration,
         )
         if opt.progress:
-            opt.progress(self._progress_event(t_start, total, "mux"))
+            opt.progress(self._progress_event(t_start, plan.total, "mux"))
         t0 = time.perf_counter()
-        mux = mux_final(intermediate, self.src, final_tmp, meta, window, opt.copy_audio, opt.copy_subtitles)
+        mux = mux_final(state["intermediate"], self.src, final_tmp, meta, window, opt.copy_audio, opt.copy_subtitles)
         self._busy["mux"] += time.perf_counter() - t0
         warnings += mux.skipped
         if os.path.exists(self.dst) and not opt.force:
@@ -601,10 +546,10 @@ class Pipeline:
         os.replace(final_tmp, self.dst)
         seconds = time.perf_counter() - t_start
         report = Report(
-            input=src, output=self.dst, preset=preset.name, processor=processor.description,
-            encoder=encoder_name, frames=frames, seconds=round(seconds, 3),
+            input=plan.src, output=self.dst, preset=preset.name, processor=processor.description,
+            encoder=preset.encode.encoder, frames=frames, seconds=round(seconds, 3),
             fps=round(frames / seconds, 3) if seconds > 0 else 0.0,
-            input_size=(video.width, video.height), output_size=out_size,
+            input_size=(video.width, video.height), output_size=plan.out_size,
             max_cll=meta.max_cll, max_fall=meta.max_fall,
             stage_seconds={k: round(v, 3) for k, v in self._busy.items()},
             warnings=warnings, streams_copied=mux.copied,

@@ -16,6 +16,7 @@ from hdrvideo import colour as C
 from hdrvideo.models import create, save_weights
 from hdrvideo.processors import build_processor
 from hdrvideo.presets import load_preset
+from hdrvideo.stages import ROLL_OFF_HEADROOM, PeakRollOff
 
 from conftest import decode_planes, write_planes_clip
 
@@ -56,12 +57,15 @@ def test_neural_presets_convert_end_to_end(tmp_path, clip, preset, arch, scale):
     assert arch in report.processor
     planes = decode_planes(out)
     assert len(planes) == 3 and planes[0][0].shape == (32 * scale, 64 * scale)
-    # the decoded output equals what the model itself computes on the decoded input (±codes)
-    model_proc = build_processor(load_preset(preset), device="cpu", weights=str(weights), backend="torch")
+    # the decoded output equals what the model itself computes on the decoded input (±codes),
+    # rolled off to the mastering peak like every conversion
+    p = load_preset(preset)
+    model_proc = build_processor(p, device="cpu", weights=str(weights), backend="torch")
     src = decode_planes(clip)[0]
-    t = [torch.from_numpy(p.astype(np.int32))[None] for p in src]
+    t = [torch.from_numpy(p_.astype(np.int32))[None] for p_ in src]
     rgb = C.planes_to_rgb(*t, "bt709", 8, False).clamp(0, 1)
-    y, cb, cr = C.rgb_to_planes(model_proc(rgb), "bt2020", 10, False)
+    target = PeakRollOff(p.mastering.max_luminance, ROLL_OFF_HEADROOM).target_nits
+    y, cb, cr = C.rgb_to_planes(C.pq_roll_off(model_proc(rgb), target), "bt2020", 10, False)
     diff = np.abs(planes[0][0].astype(int) - y[0].numpy())
     assert np.median(diff) <= 2 and diff.mean() < 4
 

@@ -98,7 +98,7 @@ def test_nvenc_conversion(tmp_path):
 def test_a_failing_stage_stops_the_pipeline_promptly(tmp_path, monkeypatch):
     """An error in the device stage must surface, not leave the decoder waiting for buffers."""
     import hdrvideo
-    from hdrvideo.pipeline import ProcessStage
+    from hdrvideo.stages import ProcessStage
 
     src = write_planes_clip(tmp_path / "in.mkv", _frames(200))
     calls = {"n": 0}

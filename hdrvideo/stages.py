@@ -1,0 +1,258 @@
+"""The device stage: decoded planes → an ordered chain of frame stages → packed 10-bit planes.
+
+Everything between the decoder and the encoder runs here, on the processing device::
+
+    planes ─▶ R'G'B' (source matrix, range, siting; SD primaries → BT.709)
+           ─▶ stage ─▶ stage ─▶ …           (the chain: processor, fit, roll-off, …)
+           ─▶ Y'CbCr BT.2020 10-bit 4:2:0 ─▶ host
+
+A :class:`Stage` sees one :class:`Frames` batch at a time, in stream order, and may keep state
+across batches (temporal statistics, say). The chain is built once per conversion by
+:func:`build_chain` from the preset and options; :class:`Pipeline` never grows a branch per
+feature. Steps that work on decoded ``av.VideoFrame`` s before any planes exist (deinterlacing)
+live in the decoder instead.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+from typing import Protocol, runtime_checkable
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from . import colour
+from .media.decode import PlaneLayout
+from .media.probe import VideoInfo
+from .processors import Processor
+from .processors.resample import resize_lanczos
+
+__all__ = [
+    "Frames",
+    "Stage",
+    "ProcessorStage",
+    "FitToOutput",
+    "PeakRollOff",
+    "build_chain",
+    "ProcessStage",
+    "PackedBatch",
+]
+
+#: Signal domains a :class:`Frames` batch can be in.
+SDR = "sdr"  # display-referred BT.709 R'G'B' in [0, 1] (BT.1886)
+HDR = "hdr"  # PQ (ST 2084) BT.2020 R'G'B' in [0, 1]
+
+
+@dataclass
+class Frames:
+    """N frames of one size on the processing device, with their timestamps.
+
+    ``rgb`` is (N,3,H,W) float; ``domain`` says what it holds (:data:`SDR` or :data:`HDR`).
+    ``cut`` marks frames that start a new shot (the first frame of a stream always does);
+    stages with temporal state reset there.
+    """
+
+    rgb: Tensor
+    pts: list[int]
+    domain: str = SDR
+    cut: list[bool] = field(default_factory=list)
+
+    def with_rgb(self, rgb: Tensor, domain: str | None = None) -> "Frames":
+        return replace(self, rgb=rgb, domain=domain or self.domain)
+
+
+@runtime_checkable
+class Stage(Protocol):
+    """One step of the device chain. Called once per batch, in stream order, on the device."""
+
+    name: str
+
+    def __call__(self, frames: Frames) -> Frames: ...
+
+
+# --------------------------------------------------------------------------------------
+# Stages
+# --------------------------------------------------------------------------------------
+
+
+class ProcessorStage:
+    """SDR → HDR10 through a :class:`~hdrvideo.processors.Processor` (classical or neural)."""
+
+    name = "processor"
+
+    def __init__(self, processor: Processor) -> None:
+        self.processor = processor
+
+    def __call__(self, frames: Frames) -> Frames:
+        if frames.domain != SDR:
+            raise ValueError("the processor stage takes SDR frames")
+        call = getattr(self.processor, "process", None)
+        out = call(frames) if call is not None else self.processor(frames.rgb)
+        return frames.with_rgb(out, HDR)
+
+
+class FitToOutput:
+    """Fit the processor's output into the output size (Lanczos-3, then clip to [0, 1])."""
+
+    name = "fit"
+
+    def __init__(self, width: int, height: int) -> None:
+        self.width, self.height = int(width), int(height)
+
+    def __call__(self, frames: Frames) -> Frames:
+        if frames.rgb.shape[-2:] == (self.height, self.width):
+            return frames
+        return frames.with_rgb(resize_lanczos(frames.rgb, self.height, self.width).clamp_(0.0, 1.0))
+
+
+class PeakRollOff:
+    """Roll highlights off to the mastering display's peak (:func:`hdrvideo.colour.pq_roll_off`).
+
+    So CTA-861.3 MaxCLL never exceeds the ST 2086 maximum luminance written into the file.
+    ``headroom`` (in PQ signal units) lowers the roll-off target a little below the peak, so
+    that the encoder's rounding and ringing around highlights stays under it after decoding.
+    """
+
+    name = "peak-roll-off"
+
+    def __init__(self, peak_nits: float, headroom: float = 0.0) -> None:
+        self.peak_nits = float(peak_nits)
+        pq_peak = float(colour.pq_encode(torch.tensor(self.peak_nits, dtype=torch.float64)))
+        self.target_nits = float(colour.pq_decode(torch.tensor(pq_peak - headroom, dtype=torch.float64)))
+
+    def __call__(self, frames: Frames) -> Frames:
+        if frames.domain != HDR:
+            raise ValueError("the roll-off stage takes HDR frames")
+        return frames.with_rgb(colour.pq_roll_off(frames.rgb, self.target_nits))
+
+    def is_identity_below(self, max_nits: float) -> bool:
+        """True if input never brighter than ``max_nits`` passes unchanged (below the knee)."""
+        return max_nits <= colour.pq_roll_off_knee_nits(self.target_nits)
+
+
+#: PQ headroom below the mastering peak for the roll-off target (≈ 4 10-bit codes, ≈ 4 % in
+#: luminance near 1000 cd/m²): what x265's rounding and ringing add around highlights.
+ROLL_OFF_HEADROOM = 4.0 / 876.0
+
+
+def build_chain(processor: Processor, out_size: tuple[int, int], peak_nits: float,
+                roll_off_headroom: float = ROLL_OFF_HEADROOM) -> list[Stage]:
+    """The ordered device chain of a conversion.
+
+    processor (SDR → HDR) → fit into the output size → roll-off to the mastering peak. The
+    roll-off comes last so that nothing after it can push a highlight past the peak; it is left
+    out when the processor cannot exceed its knee (``processor.max_nits``), so it costs nothing
+    for the classical mapping.
+    """
+    chain: list[Stage] = [ProcessorStage(processor), FitToOutput(*out_size)]
+    roll = PeakRollOff(peak_nits, roll_off_headroom)
+    if not roll.is_identity_below(float(getattr(processor, "max_nits", colour.PQ_MAX_NITS))):
+        chain.append(roll)
+    return chain
+
+
+# --------------------------------------------------------------------------------------
+# The device stage: planes in, packed planes out
+# --------------------------------------------------------------------------------------
+
+
+@dataclass
+class PackedBatch:
+    """10-bit 4:2:0 planes on the host, ready for the encoder, plus light-level measurements."""
+
+    y: np.ndarray  # (N,H,W) uint16
+    cb: np.ndarray  # (N,H/2,W/2) uint16
+    cr: np.ndarray
+    pts: list[int]
+    frame_max: np.ndarray  # (N,) max(R,G,B) in cd/m²
+    frame_mean: np.ndarray  # (N,) frame average of max(R,G,B) in cd/m²
+
+
+class ProcessStage:
+    """Everything between decoded planes and encoder planes, on one device.
+
+    planes → R'G'B' (source matrix, range, siting) → BT.709 primaries → the chain →
+    Y'CbCr BT.2020 10-bit 4:2:0 → host. With ``measure``, MaxCLL/MaxFALL are measured on the
+    R'G'B' reconstructed from the quantised 4:2:0 planes, i.e. on the signal the encoder receives.
+    """
+
+    def __init__(
+        self,
+        chain: list[Stage],
+        layout: PlaneLayout,
+        info: VideoInfo,
+        device: torch.device,
+        siting: str = "left",
+        measure: bool = True,
+    ) -> None:
+        self.chain = list(chain)
+        self.layout = layout
+        self.info = info
+        self.siting = siting
+        self.measure = measure
+        self.device = torch.device(device)
+        self._started = False
+
+    def to_rgb(self, planes: list[Tensor]) -> Tensor:
+        lay = self.layout
+        dev = self.device
+        planes = [p.to(dev, non_blocking=True) for p in planes]
+        if lay.bit_depth > 8:  # 16-bit containers hold uint16 bits in int16
+            planes = [p.to(torch.int32) & 0xFFFF for p in planes]
+        if lay.kind == "rgb":
+            top = float(2**lay.bit_depth - 1)
+            rgb = torch.stack([p.to(torch.float32) / top for p in planes], dim=1)
+        elif lay.kind == "gray":
+            rgb = colour.planes_to_rgb(planes[0], None, None, self.info.matrix, lay.bit_depth, self.info.full_range)
+        else:
+            rgb = colour.planes_to_rgb(
+                planes[0], planes[1], planes[2], self.info.matrix, lay.bit_depth, self.info.full_range,
+                self.info.chroma_siting,
+            )
+        rgb = rgb.clamp_(0.0, 1.0)
+        if self.info.primaries != "bt709":
+            rgb = colour.convert_primaries_display(rgb, self.info.primaries, "bt709")
+        return rgb
+
+    def pack(self, hdr: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        return colour.rgb_to_planes(hdr, "bt2020", 10, False, self.siting)
+
+    def run_chain(self, frames: Frames) -> Frames:
+        for stage in self.chain:
+            frames = stage(frames)
+        return frames
+
+    @torch.inference_mode()
+    def __call__(self, planes: list[Tensor], pts: list[int]) -> PackedBatch:
+        frames = Frames(self.to_rgb(planes), list(pts), SDR, [not self._started] + [False] * (len(pts) - 1))
+        self._started = True
+        frames = self.run_chain(frames)
+        if frames.domain != HDR:
+            raise ValueError("the device chain must end in HDR")
+        y, cb, cr = self.pack(frames.rgb)
+        n = y.shape[0]
+        if self.measure:
+            rec = colour.planes_to_rgb(y, cb, cr, "bt2020", 10, False, self.siting).clamp_(0.0, 1.0)
+            fmax, fmean = colour.content_light_level(rec)
+            fmax, fmean = fmax.double().cpu().numpy(), fmean.double().cpu().numpy()
+        else:
+            fmax = fmean = np.zeros(n)
+        y, cb, cr = self.to_host(y, cb, cr)
+        return PackedBatch(y, cb, cr, list(frames.pts), fmax, fmean)
+
+    def to_host(self, *planes: Tensor) -> list[np.ndarray]:
+        """Packed 10-bit planes → host uint16 arrays (the only device→host copy of a frame).
+
+        On CUDA the copies go into pinned (page-locked) host buffers, non_blocking, and one
+        stream synchronisation waits for all of them: about twice the bandwidth of pageable
+        copies, and no per-plane stalls.
+        """
+        dev16 = [t.to(torch.int16) for t in planes]  # 10-bit codes fit; uint16 bits viewed as int16
+        if self.device.type != "cuda":
+            return [t.cpu().numpy().view(np.uint16) for t in dev16]
+        host = [torch.empty(t.shape, dtype=torch.int16, pin_memory=True) for t in dev16]
+        for h, d in zip(host, dev16):
+            h.copy_(d, non_blocking=True)
+        torch.cuda.current_stream(self.device).synchronize()
+        return [h.numpy().view(np.uint16) for h in host]
