@@ -2,17 +2,42 @@
 
 from __future__ import annotations
 
-from typing import Protocol, runtime_checkable
+from typing import Optional, Protocol, runtime_checkable
 
 import torch
 from torch import Tensor
 
 
+Context = Optional[tuple[Tensor, ...]]
+
+
 @runtime_checkable
 class Backend(Protocol):
-    """Runs one network graph: (N,3,H,W) float → (N,3,sH,sW) float, on ``device``."""
+    """Runs one network: (N,3,H,W) float → (N,3,sH,sW) float, on ``device``.
+
+    ``run`` is the whole network in one graph. Networks with image-level statistics (see
+    :mod:`hdrvideo.models.base`) are also run in two parts: ``context`` computes the statistics
+    of each frame of a batch (a tuple of tensors with the batch as their first axis, or ``None``
+    for a network without any), and ``run_with_context`` runs the network with given statistics,
+    on the whole frame or in tiles of ``tile`` input pixels (0 = whole frame). The pipeline uses
+    the two parts to smooth the statistics over time and to tile exactly.
+    ``run_with_context(x, context(x), tile)`` equals ``run(x)`` up to float rounding.
+    """
 
     name: str
     device: torch.device
 
     def run(self, x: Tensor) -> Tensor: ...
+
+    def context(self, x: Tensor) -> Context: ...
+
+    def run_with_context(self, x: Tensor, context: Context, tile: int = 0, overlap: int = 16) -> Tensor: ...
+
+
+def tile_margin(model, overlap: int) -> float | None:
+    """The blend margin of :func:`~hdrvideo.processors.tiling.tiled_forward` for a model: its
+    receptive radius, capped below overlap/2, so the blend is seam-exact."""
+    if overlap <= 0:
+        return None
+    radius = float(getattr(model, "receptive_radius", overlap / 4))
+    return max(0.0, min(radius, overlap / 2 - 1.0))

@@ -25,6 +25,7 @@ import torch
 from torch import Tensor, nn
 
 from ..errors import BackendError
+from .base import tile_margin
 
 __all__ = ["OnnxRuntimeBackend", "ort_available", "gpu_providers_available"]
 
@@ -204,28 +205,32 @@ class OnnxRuntimeBackend:
         return tuple(self._run_session(ctx_sess, {"x": x}, shapes))
 
     @torch.inference_mode()
-    def run_tiled(self, x: Tensor, tile: int, overlap: int) -> Tensor:
-        """Tiled inference with the image-level statistics computed once on the whole frame."""
+    def run_with_context(self, x: Tensor, context: tuple[Tensor, ...] | None, tile: int = 0, overlap: int = 16) -> Tensor:
+        """The tile graph with fixed statistics, on the whole frame or in blended tiles."""
         from ..processors.tiling import tiled_forward
 
-        h, w = x.shape[-2:]
-        if h <= tile and w <= tile:
-            return self.run(x)
-        ctx = self.context(x)
-        if ctx is None:
+        if context is None:
             fn = self.run
         else:
-            _, tile_sess, k = self._tiling_sessions()
-            feeds_ctx = {f"ctx{i}": c for i, c in enumerate(ctx)}
+            _, tile_sess, _ = self._tiling_sessions()
+            feeds_ctx = {f"ctx{i}": c for i, c in enumerate(context)}
 
             def fn(t: Tensor) -> Tensor:
                 n, _, th, tw = t.shape
                 (y,) = self._run_session(tile_sess, {"x": t, **feeds_ctx}, {"y": (n, 3, th * self.scale, tw * self.scale)})
                 return y.to(device=t.device if not self.on_gpu else self.device, dtype=t.dtype)
 
-        radius = float(getattr(self.model, "receptive_radius", overlap / 4))
-        margin = max(0.0, min(radius, overlap / 2 - 1.0)) if overlap > 0 else None
-        return tiled_forward(fn, x, self.scale, tile, overlap, margin=margin)
+        h, w = x.shape[-2:]
+        if not tile or (h <= tile and w <= tile):
+            return fn(x)
+        return tiled_forward(fn, x, self.scale, tile, overlap, margin=tile_margin(self.model, overlap))
+
+    def run_tiled(self, x: Tensor, tile: int, overlap: int) -> Tensor:
+        """Tiled inference with the image-level statistics computed once on the whole frame."""
+        h, w = x.shape[-2:]
+        if h <= tile and w <= tile:
+            return self.run(x)
+        return self.run_with_context(x, self.context(x), tile, overlap)
 
     def describe(self) -> str:
         prec = "FP16 graph" if self.fp16 else "FP32"

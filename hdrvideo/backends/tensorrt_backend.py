@@ -42,6 +42,7 @@ import torch
 from torch import Tensor, nn
 
 from ..errors import BackendError
+from .base import tile_margin
 from .engine_cache import EngineCache
 
 __all__ = [
@@ -516,25 +517,39 @@ class TensorRTBackend:
         return y.to(x.dtype)
 
     @torch.inference_mode()
-    def run_tiled(self, x: Tensor, tile: int, overlap: int) -> Tensor:
-        """Exact tiling: context engine on the whole frame, tile engine on every tile."""
-        from ..processors.tiling import tiled_forward
+    def context(self, x: Tensor) -> tuple[Tensor, ...] | None:
+        """The model's image-level statistics of each frame (the context engine), FP32."""
         from .onnx_export import context_arity
 
+        if context_arity(self.model) == 0:
+            return None
         x = x.to(self.device, non_blocking=True)
-        h, w = x.shape[-2:]
-        if (h <= tile and w <= tile) or context_arity(self.model) == 0:
+        out = self.runner("context", {"x": tuple(x.shape)})({"x": x})
+        return tuple(out[k].float() for k in sorted(out, key=lambda k: int(k[3:])))
+
+    @torch.inference_mode()
+    def run_with_context(self, x: Tensor, context: tuple[Tensor, ...] | None, tile: int = 0, overlap: int = 16) -> Tensor:
+        """The tile engine with fixed statistics, on the whole frame or in blended tiles."""
+        from ..processors.tiling import tiled_forward
+
+        x = x.to(self.device, non_blocking=True)
+        if context is None:
             fn = self.run
         else:
-            ctx_out = self.runner("context", {"x": tuple(x.shape)})({"x": x})
-            ctx = {k: v.float() for k, v in ctx_out.items()}
+            ctx = {f"ctx{i}": c.to(self.device).float() for i, c in enumerate(context)}
 
             def fn(t: Tensor) -> Tensor:
                 shapes = {"x": tuple(t.shape), **{k: tuple(v.shape) for k, v in ctx.items()}}
                 return self.runner("tile", shapes)({"x": t, **ctx})["y"].to(t.dtype)
 
-        radius = float(getattr(self.model, "receptive_radius", overlap / 4))
-        margin = max(0.0, min(radius, overlap / 2 - 1.0)) if overlap > 0 else None
-        return tiled_forward(fn, x, self.scale, tile, overlap, margin=margin)
+        h, w = x.shape[-2:]
+        if not tile or (h <= tile and w <= tile):
+            return fn(x)
+        return tiled_forward(fn, x, self.scale, tile, overlap, margin=tile_margin(self.model, overlap))
 
-
+    def run_tiled(self, x: Tensor, tile: int, overlap: int) -> Tensor:
+        """Exact tiling: context engine on the whole frame, tile engine on every tile."""
+        h, w = x.shape[-2:]
+        if h <= tile and w <= tile:
+            return self.run(x)
+        return self.run_with_context(x, self.context(x), tile, overlap)
