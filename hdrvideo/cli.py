@@ -48,6 +48,34 @@ class ProgressMode(str, Enum):
     none = "none"
 
 
+class DeinterlaceMode(str, Enum):
+    auto = "auto"
+    on = "on"
+    off = "off"
+
+
+class InputMatrix(str, Enum):
+    bt709 = "bt709"
+    bt601 = "bt601"
+    bt2020 = "bt2020"
+
+
+class InputPrimaries(str, Enum):
+    bt709 = "bt709"
+    bt601_525 = "bt601-525"
+    bt601_625 = "bt601-625"
+    bt2020 = "bt2020"
+
+
+class InputRange(str, Enum):
+    limited = "limited"
+    full = "full"
+
+
+def _value(choice: Enum | None) -> str | None:
+    return None if choice is None else choice.value
+
+
 @app.callback()
 def _main(
     log_level: Annotated[LogLevel, typer.Option("--log-level", help="Logging verbosity.")] = LogLevel.warning,
@@ -164,11 +192,16 @@ def print_report(report, as_json: bool) -> None:
         f"  {report.frames} frames {report.input_size[0]}×{report.input_size[1]} → {w}×{h}, "
         f"{report.fps:.2f} fps, {report.seconds:.1f} s\n"
         f"  preset {report.preset}: {report.processor}; {report.encoder}\n"
-        f"  MaxCLL {report.max_cll} cd/m², MaxFALL {report.max_fall} cd/m²",
+        f"  MaxCLL {report.max_cll} cd/m², MaxFALL {report.max_fall} cd/m²"
+        + (f"\n  input colour: {_colour_line(report.input_colour)}" if getattr(report, "input_colour", None) else ""),
         highlight=False,
     )
     for w_ in report.warnings:
         stderr.print(f"[yellow]warning:[/] {w_}", highlight=False)
+
+
+def _colour_line(colour: dict[str, str]) -> str:
+    return ", ".join(f"{k.replace('_', ' ')} {v}" for k, v in colour.items())
 
 
 @app.command()
@@ -199,6 +232,10 @@ def convert(
     ray_address: Annotated[Optional[str], typer.Option("--ray-address", help="Ray cluster address for --engine ray (default: start a local Ray).")] = None,
     work_dir: Annotated[Optional[Path], typer.Option("--work-dir", help="Where chunk files go (default: beside the output; shared storage on a Ray cluster).")] = None,
     chunk_transfer: Annotated[str, typer.Option("--chunk-transfer", help="How chunks reach Ray workers: shared (files in --work-dir) or object-store.")] = "shared",
+    deinterlace: Annotated[DeinterlaceMode, typer.Option("--deinterlace", help="Deinterlace (bwdif, one frame per field): auto = when the input is interlaced.")] = DeinterlaceMode.auto,
+    input_matrix: Annotated[Optional[InputMatrix], typer.Option("--input-matrix", help="Read the input's Y'CbCr with this matrix, whatever its tags say.")] = None,
+    input_primaries: Annotated[Optional[InputPrimaries], typer.Option("--input-primaries", help="The input's colour primaries, whatever its tags say.")] = None,
+    input_range: Annotated[Optional[InputRange], typer.Option("--input-range", help="The input's code range, whatever its tags say.")] = None,
 ) -> None:
     """Convert an SDR video to HDR10 (HEVC Main10, PQ, BT.2020, ST 2086 + MaxCLL/MaxFALL)."""
     from .pipeline import ConvertOptions, Pipeline
@@ -209,7 +246,8 @@ def convert(
             preset=preset, weights=str(weights) if weights else None, backend=backend, device=device,
             start=start, duration=duration, encoder=encoder, crf=crf, x265_preset=x265_preset, batch=batch,
             tile=tile, force=force, copy_audio=not no_audio, copy_subtitles=not no_subtitles, light_level=light_level,
-            progress=sink if sink.mode != ProgressMode.none else None,
+            progress=sink if sink.mode != ProgressMode.none else None, deinterlace=deinterlace.value,
+            input_matrix=_value(input_matrix), input_primaries=_value(input_primaries), input_range=_value(input_range),
         )
         if chunks != 1 or engine != "local":
             import dataclasses
@@ -266,6 +304,12 @@ def probe_lines(info) -> list[tuple[str, str]]:
         ]
         if v.frames:
             rows.append(("Frame count", str(v.frames)))
+        rows.append(("Scan type", _scan_words(v)))
+        rows.append(("Rotation", f"{v.rotation}°" if v.rotation else "none"))
+        if not v.is_rgb:
+            from .pipeline import _colour_words
+
+            rows.append(("Convert reads it as", _colour_line(_colour_words(v))))
     h = info.hdr10
     if h.get("mastering_primaries"):
         rows.append(("HDR format", "SMPTE ST 2086, HDR10 compatible"))
@@ -277,8 +321,20 @@ def probe_lines(info) -> list[tuple[str, str]]:
         rows.append(("Maximum Frame-Average Light Level", f"{h['max_fall']} cd/m2"))
     for s in info.streams:
         if v is None or s.index != v.index:
-            rows.append((f"Stream #{s.index}", f"{s.type} {s.codec}" + (f" ({s.language})" if s.language else "")))
+            what = f"{s.type} {s.codec}" + (" (cover art)" if s.cover_art else "")
+            what += (f" {s.detail}" if s.detail else "") + (f" ({s.language})" if s.language else "")
+            rows.append((f"Stream #{s.index}", what))
     return rows
+
+
+def _scan_words(v) -> str:
+    order = {"tt": "top field first", "bt": "top field first (bottom coded first)", "bb": "bottom field first",
+             "tb": "bottom field first (top coded first)"}.get(v.field_order)
+    if order:
+        return f"interlaced, {order}"
+    if v.interlaced_frames:
+        return "interlaced (field order per frame)"
+    return "progressive" if v.field_order == "progressive" else "progressive (not flagged interlaced)"
 
 
 @app.command()
@@ -286,11 +342,20 @@ def probe_lines(info) -> list[tuple[str, str]]:
 def probe(
     file: Annotated[Path, typer.Argument(help="Media file to describe.", show_default=False)],
     as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
+    input_matrix: Annotated[Optional[InputMatrix], typer.Option("--input-matrix", help="Show how convert reads the file with this override.")] = None,
+    input_primaries: Annotated[Optional[InputPrimaries], typer.Option("--input-primaries", help="Show how convert reads the file with this override.")] = None,
+    input_range: Annotated[Optional[InputRange], typer.Option("--input-range", help="Show how convert reads the file with this override.")] = None,
 ) -> None:
-    """Show colour tags and HDR10 metadata of a file, as mediainfo would report them."""
+    """Show colour tags and HDR10 metadata of a file, as mediainfo would report them, and how convert reads it."""
+    import dataclasses
+
+    from .media.probe import apply_colour_overrides
     from .media.probe import probe as probe_file
 
     info = probe_file(file)
+    if info.video is not None:
+        video = apply_colour_overrides(info.video, _value(input_matrix), _value(input_primaries), _value(input_range))
+        info = dataclasses.replace(info, video=video)
     if as_json:
         stdout.print_json(json.dumps(info.to_dict(), default=str))
         return

@@ -39,13 +39,13 @@ from .media.decode import Decoder, FrameBatch, parse_time
 from .media.encode import EncoderConfig, HevcEncoder, check_encoder
 from .media.hdr10_boxes import MasteringMetadata
 from .media.mux import OUTPUT_FORMATS, StreamWindow, mux_final, output_format
-from .media.probe import VideoInfo, probe, require_sdr_video
+from .media.probe import MediaInfo, VideoInfo, apply_colour_overrides, probe, require_sdr_video
 from .presets import Preset, load_preset, output_size
 from .processors import Processor, build_processor
 from .stages import PackedBatch, ProcessStage, build_chain
 
 __all__ = ["ConvertOptions", "ProgressEvent", "Report", "Plan", "Pipeline", "ProcessStage", "PackedBatch", "LightMeter",
-           "default_output", "convert"]
+           "default_output", "convert", "input_video", "deinterlace_settings", "input_notices", "DEINTERLACE_MODES"]
 
 log = logging.getLogger(__name__)
 
@@ -79,6 +79,13 @@ class ConvertOptions:
     copy_subtitles: bool = True
     queue_size: int = 2
     light_level: str = "decoded"  # MaxCLL/MaxFALL measured on the decoded output, or the encoder "input"
+    #: interlaced input: "auto" deinterlaces what the stream says is interlaced, "on" every
+    #: input, "off" none (bwdif, one output frame per field)
+    deinterlace: str = "auto"
+    #: how to read the input's colour, over its tags and the size-based guesses
+    input_matrix: str | None = None  # bt709 | bt601 | bt2020
+    input_primaries: str | None = None  # bt709 | bt601-525 | bt601-625 | bt2020
+    input_range: str | None = None  # limited | full
     progress: Callable[[ProgressEvent], None] | None = None
     #: extra options for the inference backend (e.g. ``{"threads": 2}`` for onnxruntime)
     backend_options: dict[str, Any] | None = None
@@ -104,6 +111,8 @@ class Report:
     warnings: list[str] = field(default_factory=list)
     streams_copied: list[str] = field(default_factory=list)
     peak_rss_mb: float = 0.0
+    #: how the input's colour was read: {"matrix": "bt601 (guessed)", "primaries": …, "range": …}
+    input_colour: dict[str, str] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -132,6 +141,74 @@ def default_output(src: str | os.PathLike[str]) -> Path:
     p = Path(src)
     ext = p.suffix.lower() if p.suffix.lower() in OUTPUT_FORMATS else ".mp4"
     return p.with_name(p.stem + ".hdr10" + ext)
+
+
+# --------------------------------------------------------------------------------------
+# What the input is, as a conversion reads it
+# --------------------------------------------------------------------------------------
+
+DEINTERLACE_MODES = ("auto", "on", "off")
+_FIELD_WORDS = {"tt": "top field first", "bt": "top field first", "bb": "bottom field first",
+                "tb": "bottom field first"}
+
+
+def input_video(info: MediaInfo, options: ConvertOptions) -> VideoInfo:
+    """The SDR video stream of ``info`` with the options' colour overrides applied."""
+    video = require_sdr_video(info)
+    return apply_colour_overrides(video, options.input_matrix, options.input_primaries, options.input_range)
+
+
+def deinterlace_settings(video: VideoInfo, mode: str) -> tuple[str, str] | None:
+    """How a conversion deinterlaces: ``(deint, parity)`` for :class:`~hdrvideo.media.decode.Deinterlacer`,
+    or None (the frames are taken as they are).
+
+    ``auto`` deinterlaces a stream that is interlaced by its field order or by its first
+    frame's flags; ``on`` every stream; ``off`` none. Every frame of a deinterlaced stream goes
+    through ``bwdif`` (so the output has a constant field rate), with each frame's own field
+    order when frames are flagged, else the stream's.
+    """
+    if mode not in DEINTERLACE_MODES:
+        raise UsageError(f"invalid deinterlace mode {mode!r} (choose from {', '.join(DEINTERLACE_MODES)})")
+    if mode == "off" or (mode == "auto" and not video.interlaced):
+        return None
+    tff = video.top_field_first
+    parity = "auto" if video.interlaced_frames or tff is None else ("tff" if tff else "bff")
+    return ("all", parity)
+
+
+def input_notices(info: MediaInfo, video: VideoInfo, preset: Preset, options: ConvertOptions,
+                  deinterlace: tuple[str, str] | None) -> list[str]:
+    """One line for each thing a conversion assumes about the input or leaves out of the output."""
+    notes = [f"assumed {a}" for a in video.assumed]
+    if deinterlace is not None:
+        order = _FIELD_WORDS.get(video.field_order, "field order from each frame")
+        rate = f" ({float(video.rate):g} → {float(video.rate) * 2:g} frames/s)" if video.rate else ""
+        why = "input is interlaced" if video.interlaced else "--deinterlace on"
+        notes.append(f"{why} ({order}): deinterlaced with bwdif, one progressive frame per field{rate}; "
+                     "--deinterlace off keeps the frames as they are")
+    if video.has_alpha:
+        notes.append(f"input has an alpha channel ({video.pix_fmt}); HDR10 has none, so it is dropped "
+                     "(transparent pixels keep their colour values)")
+    others = [s for s in info.streams if s.type == "video" and s.index != video.index and not s.cover_art]
+    if others:
+        names = ", ".join(f"#{s.index} {s.codec}" for s in others)
+        notes.append(f"input has {len(others) + 1} video streams; only stream #{video.index} is converted "
+                     f"({names} left out)")
+    if options.weights and preset.processor != "neural":
+        notes.append(f"--weights is ignored: preset {preset.name} uses no network")
+    return notes
+
+
+def _colour_words(video: VideoInfo) -> dict[str, str]:
+    words = {"tag": "tagged", "guess": "guessed", "override": "override"}
+    src = video.colour_source
+    out = {
+        "matrix": "rgb" if video.is_rgb else video.matrix,
+        "primaries": video.primaries,
+        "range": "full" if video.full_range else "limited",
+    }
+    return {k: f"{v} ({words[src[k]]})" if k in src and not video.is_rgb else v for k, v in out.items()} | {
+        "chroma_siting": video.chroma_siting}
 
 
 # --------------------------------------------------------------------------------------
@@ -239,6 +316,11 @@ class Plan:
     duration: Fraction | None
     total: int  # expected frames, 0 = unknown
     assumed: tuple[str, ...] = ()
+    #: the time base of the decoder's timestamps: the stream's, or half of it when deinterlacing
+    time_base: Fraction | None = None
+    deinterlace: tuple[str, str] | None = None  # (deint, parity) of the bwdif deinterlacer, None = off
+    #: what is assumed about the input or left out of the output, one line each
+    notices: tuple[str, ...] = ()
 
 
 class Pipeline:
@@ -302,7 +384,7 @@ class Pipeline:
         opt = self.options
         self._check_paths()
         info = probe(self.src)
-        video = require_sdr_video(info)
+        video = input_video(info, opt)
         preset = self._preset(video)
         start = parse_time(opt.start)
         duration = parse_time(opt.duration)
@@ -321,11 +403,18 @@ class Pipeline:
         if start is not None and video.rate and video.duration:
             remaining = int(math.ceil((Fraction(video.duration).limit_denominator(10**6) - start) * video.rate))
             total = min(total or remaining, remaining)
+        deinterlace = deinterlace_settings(video, opt.deinterlace)
+        if deinterlace is not None:
+            total *= 2  # one frame per field
+        notices = input_notices(info, video, preset, opt, deinterlace)
         m = preset.mastering
         return Plan(
             src=info.path, dst=self.dst, video=video, preset=preset, device=resolve_device(opt.device),
             out_size=(out_w, out_h), mastering=MasteringMetadata(m.primaries, m.max_luminance, m.min_luminance),
-            start=start, duration=duration, total=total, assumed=tuple(f"assumed {a}" for a in video.assumed),
+            start=start, duration=duration, total=total,
+            assumed=tuple(n for n in notices if n.startswith("assumed ")),
+            time_base=Fraction(video.time_base) / (2 if deinterlace else 1),
+            deinterlace=deinterlace, notices=tuple(n for n in notices if not n.startswith("assumed ")),
         )
 
     # -- threads --------------------------------------------------------------------------
@@ -368,11 +457,12 @@ class Pipeline:
         check_encoder(plan.preset.encode.encoder)
         processor = build_processor(plan.preset, device=plan.device, weights=opt.weights, backend=opt.backend,
                                     **(opt.backend_options or {}))
-        warnings = list(plan.assumed)
+        warnings = list(plan.assumed) + list(plan.notices)
         for w in warnings:
             log.warning("%s", w)
         decoder = Decoder(self.src, plan.video, plan.start, plan.duration, batch=plan.preset.batch,
-                          pin_memory=torch.device(plan.device).type == "cuda", buffers=opt.queue_size + 2)
+                          pin_memory=torch.device(plan.device).type == "cuda", buffers=opt.queue_size + 2,
+                          deinterlace=plan.deinterlace)
         chain = build_chain(processor, plan.out_size, plan.mastering.max_luminance)
         stage = ProcessStage(chain, decoder.layout, plan.video, processor.device, plan.preset.encode.chroma_siting,
                              measure=opt.light_level == "input")
@@ -474,8 +564,9 @@ class Pipeline:
         state: dict[str, Any] = {"max": 0.0, "fall": 0.0, "first_pts": None,
                                  "intermediate": os.path.join(tmpdir, "video.mp4")}
         final_tmp = os.path.join(tmpdir, "output" + Path(self.dst).suffix.lower())
+        rate = video.rate * 2 if (video.rate and plan.deinterlace is not None) else video.rate
         config = EncoderConfig(
-            width=plan.out_size[0], height=plan.out_size[1], time_base=video.time_base, rate=video.rate,
+            width=plan.out_size[0], height=plan.out_size[1], time_base=plan.time_base or video.time_base, rate=rate,
             encoder=preset.encode.encoder, crf=preset.encode.crf, x265_preset=preset.encode.x265_preset,
             chroma_siting=preset.encode.chroma_siting, mastering=plan.mastering)
 
@@ -527,7 +618,7 @@ class Pipeline:
         meta = MasteringMetadata(mastering.primaries, mastering.max_luminance, mastering.min_luminance,
                                  max_cll=int(math.ceil(light["max"] - 1e-6)),
                                  max_fall=int(math.ceil(light["fall"] - 1e-6)))
-        tb = video.time_base
+        tb = plan.time_base or video.time_base
         first_pts = state["first_pts"]
         t0_video = Fraction(video.start_time).limit_denominator(10**9)
         window = StreamWindow(
@@ -554,6 +645,7 @@ class Pipeline:
             stage_seconds={k: round(v, 3) for k, v in self._busy.items()},
             warnings=warnings, streams_copied=mux.copied,
             peak_rss_mb=round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
+            input_colour=_colour_words(video),
         )
         if opt.progress:
             opt.progress(ProgressEvent(frames, frames, report.fps, 0.0, "done"))

@@ -93,15 +93,16 @@ def _expected_codes(planes, matrix: str, primaries: str) -> tuple[int, int, int]
 
 def test_untagged_sd_is_bt601_and_tags_win(tmp_path):
     # a green encoded with the BT.601 matrix and left untagged: players read SD as BT.601
+    # (mpv's rule; primaries BT.709 since 36 lines is neither 480/486 nor 576)
     green = torch.tensor([0.0, 1.0, 0.0], dtype=torch.float64).view(1, 3, 1, 1).expand(1, 3, 36, 64)
     planes = tuple(p[0].numpy().astype(np.uint8) for p in C.rgb_to_planes(green, "bt601", 8, False))
     untagged = write_planes_clip(tmp_path / "untagged.mkv", [planes] * 3, tags=None)
     info = hdrvideo.probe(untagged).video
-    assert (info.matrix, info.primaries, info.full_range) == ("bt601", "bt601-525", False)
+    assert (info.matrix, info.primaries, info.full_range) == ("bt601", "bt709", False)
     # the same planes tagged BT.709 must be read as BT.709 (tags win over the size rule)
     tagged = write_planes_clip(tmp_path / "tagged.mkv", [planes] * 3)
     assert hdrvideo.probe(tagged).video.matrix == "bt709"
-    right = _expected_codes(planes, "bt601", "bt601-525")
+    right = _expected_codes(planes, "bt601", "bt709")
     wrong = _expected_codes(planes, "bt709", "bt709")
     assert max(abs(a - b) for a, b in zip(right, wrong)) > 20  # the test can tell them apart
     for clip, expected in ((untagged, right), (tagged, wrong)):

@@ -7,16 +7,21 @@
   a JSON string); any other column or key named like an option is an option too.
 * **State**: a JSON file (written atomically: temporary file + rename) keyed by output path
   records each job's settings fingerprint, status (``running``/``done``/``failed``), attempts,
-  error and report. One batch at a time may use a state file (a lock file beside it).
+  error and report. One batch at a time may use a state file (a lock file beside it while
+  the batch runs, removed when it ends).
 * **Resume**: a rerun skips jobs recorded ``done`` with the same settings whose output still
-  checks out (exists, probes as HEVC with the recorded frame count and size); everything
-  else — failed, interrupted (``running`` when the batch was killed), never started — runs.
+  checks out: it has the recorded byte size, probes as HEVC of the recorded frame size, and
+  every video packet the recorded frame count names can be read to the end of the file (the
+  packets are counted by demuxing, not taken from the header, so a truncated file is found);
+  everything else — failed, interrupted (``running`` when the batch was killed), never
+  started — runs.
   The batch owns the outputs its state file records, so it overwrites those (and removes the
   temporary directory a killed worker left beside them); any other existing output is only
   overwritten with ``--force``.
 * **Isolation**: every job runs in a worker process; a bad input, a failing encoder or a
   killed worker fails that job only, with the reason in the summary. Exit code 3 when any
-  job failed.
+  job failed. A worker's warnings come back to the driver, which logs them once, prefixed
+  with the job they belong to (``job 2 (reel2.mov): …``).
 """
 
 from __future__ import annotations
@@ -36,7 +41,7 @@ from typing import Any, Callable
 
 from ..errors import HdrvideoError, OutputExistsError, UsageError
 from .engines import Engine, make_engine
-from ..fsutil import atomic_write_bytes
+from ..fsutil import ExclusiveLock, atomic_write_bytes
 
 __all__ = [
     "Job",
@@ -238,15 +243,11 @@ class BatchState:
     VERSION = 1
 
     def __init__(self, path: str | os.PathLike[str]) -> None:
-        from filelock import FileLock, Timeout
-
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._lock = FileLock(str(self.path) + ".lock")
-        try:
-            self._lock.acquire(timeout=0)
-        except Timeout:
-            raise UsageError(f"another batch is using the state file {self.path}") from None
+        self._lock = ExclusiveLock(str(self.path) + ".lock")
+        if not self._lock.acquire():
+            raise UsageError(f"another batch is using the state file {self.path}")
         self.jobs: dict[str, dict[str, Any]] = {}
         if self.path.exists():
             try:
@@ -289,17 +290,33 @@ def default_state_path(manifest: str | os.PathLike[str] | None, output_dir: str 
 # --------------------------------------------------------------------------------------
 
 
-def _count_packets(path: str) -> int:
+def _readable_packets(path: str) -> tuple[int, int]:
+    """(whole video packets, damaged packets of any stream) read by demuxing the file to its end.
+
+    A packet the demuxer could only read in part (the file ends inside it) is flagged corrupt
+    and counts as damaged, not as a video packet.
+    """
     import av
 
+    video = damaged = 0
     with av.open(path) as c:
-        return sum(1 for p in c.demux(c.streams.video[0]) if p.size)
+        index = c.streams.video[0].index
+        for p in c.demux():
+            if not p.size:
+                continue
+            if p.is_corrupt:
+                damaged += 1
+            elif p.stream.index == index:
+                video += 1
+    return video, damaged
 
 
-def check_output(path: str, report: dict[str, Any] | None) -> str | None:
-    """None if ``path`` is a finished output matching ``report``, else why not."""
+def check_output(path: str, report: dict[str, Any] | None, size: int | None = None) -> str | None:
+    """None if ``path`` is a finished output matching ``report`` (and ``size`` bytes), else why not."""
     if not os.path.isfile(path):
         return "the output is missing"
+    if size is not None and os.path.getsize(path) != size:
+        return f"the output has {os.path.getsize(path)} bytes, not the {size} it had when it was written"
     from ..media.probe import probe
 
     try:
@@ -316,11 +333,13 @@ def check_output(path: str, report: dict[str, Any] | None) -> str | None:
         frames = report.get("frames")
         if frames:
             try:
-                got = v.frames or _count_packets(path)
+                got, damaged = _readable_packets(path)
             except Exception as err:  # noqa: BLE001
                 return f"the output cannot be read to the end ({err})"
+            if damaged:
+                return f"the output is damaged or truncated ({damaged} packet(s) cut short)"
             if got != frames:
-                return f"the output has {got} frames, not {frames}"
+                return f"the output has {got} readable frames, not {frames}"
     return None
 
 
@@ -365,6 +384,20 @@ class BatchSummary:
         }
 
 
+class _ForwardWarnings(logging.Handler):
+    """In a worker: hdrvideo's warnings go to the driver (which says which job) instead of stderr."""
+
+    def __init__(self, send: Callable[[Any], None]) -> None:
+        super().__init__(logging.WARNING)
+        self.send = send
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            self.send({"stage": "warning", "message": record.getMessage()})
+        except Exception:  # noqa: BLE001 - a warning must never fail the job
+            pass
+
+
 def _run_job(item: dict[str, Any], progress: Callable[[Any], None]) -> dict[str, Any]:
     """Worker side of one batch job: convert, return the report as a dict (errors propagate)."""
     job = Job(item["input"], item["output"], item["preset"], item["options"])
@@ -374,8 +407,21 @@ def _run_job(item: dict[str, Any], progress: Callable[[Any], None]) -> dict[str,
         progress({"frame": event.frame, "total": event.total, "fps": event.fps, "eta_s": event.eta_s,
                   "stage": event.stage})
 
-    report = job.run(progress=forward, force=item["force"])
+    logger = logging.getLogger("hdrvideo")
+    handler = _ForwardWarnings(progress)
+    propagate = logger.propagate
+    logger.addHandler(handler)
+    logger.propagate = False
+    try:
+        report = job.run(progress=forward, force=item["force"])
+    finally:
+        logger.removeHandler(handler)
+        logger.propagate = propagate
     return report.to_dict()
+
+
+def _job_label(i: int, job: Job) -> str:
+    return f"job {i + 1} ({Path(job.input).name})"
 
 
 def _remove_stale_temp(output: str) -> None:
@@ -424,13 +470,13 @@ def run_batch(
             entry = state.jobs.get(job.key)
             fp = job.fingerprint()
             if entry and entry.get("status") == "done" and entry.get("fingerprint") == fp:
-                why = check_output(job.output, entry.get("report"))
+                why = check_output(job.output, entry.get("report"), entry.get("bytes"))
                 if why is None:
                     results[i] = JobResult(i, job.input, job.output, "skipped", "already done",
                                            attempts=int(entry.get("attempts", 1)), report=entry.get("report"))
                     emit({"job": i, "input": job.input, "output": job.output, "stage": "skipped"})
                     continue
-                log.warning("%s: done in an earlier run but %s; converting again", job.output, why)
+                log.warning("%s: done in an earlier run but %s; converting again", _job_label(i, job), why)
             owned = entry is not None
             if owned:
                 _remove_stale_temp(job.output)
@@ -461,6 +507,8 @@ def run_batch(
             # the conversion's own convert/mux events; its "done" is announced once recorded
             if isinstance(payload, dict) and payload.get("stage") in ("convert", "mux"):
                 emit({"job": todo[k], **payload})
+            elif isinstance(payload, dict) and payload.get("stage") == "warning":
+                log.warning("%s: %s", _job_label(todo[k], jobs[todo[k]]), payload.get("message"))
 
         if todo:
             own = not hasattr(engine, "run")
@@ -474,7 +522,11 @@ def run_batch(
                         job = jobs[i]
                         entry = state.jobs[job.key]
                         if r.ok:
-                            entry.update(status="done", finished=_now(), error=None, report=r.value)
+                            try:
+                                size = os.path.getsize(job.output)
+                            except OSError:
+                                size = None
+                            entry.update(status="done", finished=_now(), error=None, report=r.value, bytes=size)
                             results[i] = JobResult(i, job.input, job.output, "done", attempts=entry["attempts"],
                                                    report=r.value)
                             event = {"job": i, "input": job.input, "output": job.output, "stage": "done",

@@ -44,7 +44,8 @@ from ..errors import EncoderError, InputError, OutputExistsError, UnsupportedInp
 from ..media.hdr10_boxes import MasteringMetadata
 from ..media.mux import MuxResult, StreamWindow, mux_final, output_format
 from ..media.probe import VideoInfo, open_input, probe, require_sdr_video
-from ..pipeline import ConvertOptions, Pipeline, ProgressEvent, Report, default_output
+from ..pipeline import (ConvertOptions, Pipeline, ProgressEvent, Report, default_output, deinterlace_settings,
+                        input_notices, input_video)
 from ..presets import Preset, load_preset
 from .engines import Engine, make_engine
 
@@ -349,12 +350,15 @@ def join_video(parts: list[str], offsets: list[Fraction], joined: str) -> int:
 
 
 def join_chunks(plan: ChunkPlan, parts: list[str], output: str, meta: MasteringMetadata, workdir: str,
-                copy_audio: bool = True, copy_subtitles: bool = True) -> MuxResult:
-    """Join converted parts and mux the source's audio/subtitles once into ``output``."""
+                copy_audio: bool = True, copy_subtitles: bool = True, frames_per_frame: int = 1) -> MuxResult:
+    """Join converted parts and mux the source's audio/subtitles once into ``output``.
+
+    ``frames_per_frame`` is 2 when the parts were deinterlaced to one frame per field.
+    """
     joined = os.path.join(workdir, "joined.mp4")
     packets = join_video(parts, [c.start - plan.origin for c in plan.chunks], joined)
-    if packets != plan.frames:
-        raise EncoderError(f"joined video has {packets} frames, the source {plan.frames}")
+    if packets != plan.frames * frames_per_frame:
+        raise EncoderError(f"joined video has {packets} frames, expected {plan.frames * frames_per_frame}")
     window = StreamWindow(offset=plan.origin, end=None)
     return mux_final(joined, plan.source, output, meta, window, copy_audio, copy_subtitles)
 
@@ -440,11 +444,15 @@ def convert_chunked(
     dst = str(dst) if dst is not None else str(default_output(src))
     _check_paths(src, dst, opts.force)
     info = probe(src)
-    video = require_sdr_video(info)
+    video = input_video(info, opts)
     preset_obj = (opts.preset if isinstance(opts.preset, Preset) else load_preset(opts.preset)).resolve(video.height)
     plan = plan_chunks(src, chunks, video)
     sink = opts.progress
-    task_opts = dataclasses.replace(opts, progress=None)
+    # deinterlacing is decided once for the film, not per chunk; it gives one frame per field
+    deinterlace = deinterlace_settings(video, opts.deinterlace)
+    per_frame = 2 if deinterlace else 1
+    notices = input_notices(info, video, preset_obj, opts, deinterlace)
+    task_opts = dataclasses.replace(opts, progress=None, deinterlace="on" if deinterlace else "off")
 
     own_engine = not hasattr(engine, "run")
     eng: Engine = make_engine(engine, workers, tasks=len(plan.chunks), device=opts.device, ray_address=ray_address,
@@ -470,7 +478,7 @@ def convert_chunked(
         stages["split"] = time.perf_counter() - t0
         items = []
         for c, path in zip(plan.chunks, paths):
-            item: dict[str, Any] = {"index": c.index, "options": task_opts, "frames": c.frames}
+            item: dict[str, Any] = {"index": c.index, "options": task_opts, "frames": c.frames * per_frame}
             if transfer == "object-store":
                 with open(path, "rb") as fh:
                     item["input_data"] = fh.read()
@@ -482,7 +490,7 @@ def convert_chunked(
                 item["output"] = os.path.join(workdir, f"part_{c.index:04d}.mp4")
             items.append(item)
 
-        agg = _Aggregate(plan.frames, sink, t_start)
+        agg = _Aggregate(plan.frames * per_frame, sink, t_start)
         results: dict[int, dict[str, Any]] = {}
         t0 = time.perf_counter()
         runs = eng.run(convert_chunk, items,
@@ -494,7 +502,7 @@ def convert_chunked(
                         raise r.error
                     raise EncoderError(f"chunk {r.index} failed")
                 results[r.index] = r.value
-                agg.update(r.index, plan.chunks[r.index].frames, force=True)
+                agg.update(r.index, plan.chunks[r.index].frames * per_frame, force=True)
         finally:
             runs.close()  # type: ignore[attr-defined]
         stages["convert"] = time.perf_counter() - t0
@@ -512,11 +520,11 @@ def convert_chunked(
         meta = MasteringMetadata(m.primaries, m.max_luminance, m.min_luminance,
                                  max_cll=max(r["max_cll"] for r in reports), max_fall=max(r["max_fall"] for r in reports))
         if sink:
-            sink(ProgressEvent(plan.frames, plan.frames, round(plan.frames / max(time.perf_counter() - t_start, 1e-9), 3),
-                               0.0, "mux"))
+            total = plan.frames * per_frame
+            sink(ProgressEvent(total, total, round(total / max(time.perf_counter() - t_start, 1e-9), 3), 0.0, "mux"))
         t0 = time.perf_counter()
         final_tmp = os.path.join(workdir, "output" + Path(dst).suffix.lower())
-        mux = join_chunks(plan, parts, final_tmp, meta, workdir, opts.copy_audio, opts.copy_subtitles)
+        mux = join_chunks(plan, parts, final_tmp, meta, workdir, opts.copy_audio, opts.copy_subtitles, per_frame)
         stages["mux"] = time.perf_counter() - t0
         if os.path.exists(dst) and not opts.force:
             raise OutputExistsError(f"output appeared while converting: {dst} (use --force to overwrite)")
@@ -530,21 +538,23 @@ def convert_chunked(
             shutil.rmtree(workdir, ignore_errors=True)
 
     seconds = time.perf_counter() - t_start
-    warnings = list(plan.warnings) + [f"assumed {a}" for a in video.assumed]
+    warnings = list(plan.warnings) + notices
     for r in reports:
         for w in r["warnings"]:
             if w not in warnings and not w.startswith("assumed "):
                 warnings.append(w)
     warnings += mux.skipped
     first = reports[0]
+    frames = plan.frames * per_frame
     report = ChunkedReport(
         input=info.path, output=dst, preset=first["preset"], processor=first["processor"], encoder=first["encoder"],
-        frames=plan.frames, seconds=round(seconds, 3), fps=round(plan.frames / seconds, 3) if seconds > 0 else 0.0,
+        frames=frames, seconds=round(seconds, 3), fps=round(frames / seconds, 3) if seconds > 0 else 0.0,
         input_size=(video.width, video.height), output_size=tuple(first["output_size"]),  # type: ignore[arg-type]
         max_cll=meta.max_cll, max_fall=meta.max_fall, stage_seconds={k: round(v, 3) for k, v in stages.items()},
         warnings=warnings, streams_copied=mux.copied,
         peak_rss_mb=round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
-        chunks=[{"index": c.index, "start_s": round(float(c.start), 6), "frames": c.frames,
+        input_colour=first.get("input_colour", {}),
+        chunks=[{"index": c.index, "start_s": round(float(c.start), 6), "frames": c.frames * per_frame,
                  "max_cll": r["max_cll"], "max_fall": r["max_fall"], "seconds": r["seconds"]}
                 for c, r in zip(plan.chunks, reports)],
         engine=eng.name,

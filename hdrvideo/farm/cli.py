@@ -93,8 +93,11 @@ def print_summary(summary, as_json: bool) -> None:
         return
     table = Table(title=f"hdrvideo batch: {summary.count('done')} done, {summary.count('skipped')} skipped, "
                         f"{summary.count('failed')} failed", title_justify="left")
-    short = {"no_wrap": True, "overflow": "ellipsis"}
-    for col, kw in (("#", {"justify": "right"}), ("input", {"max_width": 32}), ("output", {"max_width": 32}),
+    # On a terminal long names are shortened to fit; into a pipe or file nothing is cut.
+    tty = stdout.is_terminal
+    short = {"no_wrap": True, "overflow": "ellipsis" if tty else "fold"}
+    name_width = {"max_width": 32} if tty else {}
+    for col, kw in (("#", {"justify": "right"}), ("input", name_width), ("output", name_width),
                     ("status", {}), ("frames", {"justify": "right"}), ("fps", {"justify": "right"}),
                     ("MaxCLL", {"justify": "right"}), ("MaxFALL", {"justify": "right"})):
         table.add_column(col, **short, **kw)
@@ -107,7 +110,15 @@ def print_summary(summary, as_json: bool) -> None:
             str(r.get("frames", "")), f"{r['fps']:.1f}" if r.get("fps") else "",
             str(r.get("max_cll", "")), str(r.get("max_fall", "")),
         )
-    stdout.print(table)
+    if tty:
+        stdout.print(table)
+    else:
+        from rich.console import Console
+
+        # Console.print never goes wider than the console (80 columns into a pipe): print
+        # through a console exactly as wide as the table wants
+        width = stdout.measure(table, options=stdout.options.update_width(100_000)).maximum
+        Console(file=stdout.file, width=max(width, 20), no_color=stdout.no_color).print(table)
     for j in summary.jobs:
         if j.status == "failed":
             stdout.print(f"[red]failed[/] #{j.index + 1} {j.input}: {j.reason}", highlight=False, soft_wrap=True)

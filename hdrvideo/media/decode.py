@@ -3,6 +3,12 @@
 Planes are copied straight out of the decoded frames into (optionally pinned) batch buffers;
 Y'CbCr→R'G'B' happens later on the processing device (:func:`hdrvideo.colour.planes_to_rgb`),
 so swscale's BT.601 default never touches the pixels.
+
+Damaged input is decoded as FFmpeg's own tools do: a packet the decoder rejects is skipped
+and decoding resumes at the next frame that decodes, timestamps untouched; one warning counts
+the frames lost. A stream that ends before its container says it should (a truncated file)
+is converted as far as it goes, with a warning. Interlaced video is deinterlaced here, before
+any processing, by FFmpeg's ``bwdif`` in an ``av.filter.Graph`` (:class:`Deinterlacer`).
 """
 
 from __future__ import annotations
@@ -20,7 +26,7 @@ import torch
 from ..errors import InputError, UnsupportedInputError
 from .probe import VideoInfo, open_input
 
-__all__ = ["PlaneLayout", "FrameBatch", "Decoder", "parse_time"]
+__all__ = ["PlaneLayout", "FrameBatch", "Decoder", "Deinterlacer", "parse_time"]
 
 log = logging.getLogger(__name__)
 
@@ -135,10 +141,68 @@ class _BufferPool:
 
 @dataclass
 class DecodeStats:
-    frames: int = 0
+    frames: int = 0  # frames handed out (after deinterlacing)
     seconds: float = 0.0
     warnings: list[str] = field(default_factory=list)
     rotation: int = 0
+    packets: int = 0  # video packets with a payload sent to the decoder
+    decoded: int = 0  # frames the decoder returned (before deinterlacing and the time window)
+    errors: int = 0  # packets the decoder rejected
+    lost: int = 0  # frames lost to damaged packets
+    truncated: bool = False  # the demuxer stopped with an error
+
+
+class Deinterlacer:
+    """Motion-adaptive deinterlacing with FFmpeg's ``bwdif`` (Bob Weaver), one frame per field.
+
+    ``bwdif`` ("w3fdif and yadif combined", libavfilter/vf_bwdif.c) interpolates each missing
+    field line from the spatial and temporal neighbours (the previous and next fields), and in
+    ``send_field`` mode emits one progressive frame per field: 50i becomes 50p. It works in a
+    time base of half the input's, so the second field's timestamp (half-way to the next
+    frame) is exact: the output timestamps are the input's doubled, and the field frames
+    between them. ``deint="all"`` deinterlaces every frame; ``"interlaced"`` only frames
+    flagged interlaced (others pass once, at their own timestamp). ``parity`` is ``tff``,
+    ``bff`` or ``auto`` (each frame's flag). The graph is built at the first frame, from that
+    frame's size and pixel format, so nothing is converted on the way in; it holds three frames.
+    """
+
+    def __init__(self, time_base: Fraction, deint: str = "all", parity: str = "auto") -> None:
+        if deint not in ("all", "interlaced") or parity not in ("tff", "bff", "auto"):
+            raise ValueError(f"bad deinterlacer settings {deint!r}, {parity!r}")
+        self.in_time_base = Fraction(time_base)
+        self.time_base = self.in_time_base / 2  # bwdif send_field: out time base = in / 2
+        self.deint = deint
+        self.parity = parity
+        self.graph: av.filter.Graph | None = None
+        self.description = f"bwdif (send_field, parity {parity}, deint {deint})"
+
+    def _build(self, frame: av.VideoFrame) -> None:
+        g = av.filter.Graph()
+        tb = self.in_time_base
+        src = g.add("buffer", f"video_size={frame.width}x{frame.height}:pix_fmt={frame.format.name}:"
+                              f"time_base={tb.numerator}/{tb.denominator}:pixel_aspect=1/1:"
+                              f"colorspace={frame.colorspace}:range={frame.color_range}")
+        bw = g.add("bwdif", f"mode=send_field:parity={self.parity}:deint={self.deint}")
+        sink = g.add("buffersink")
+        src.link_to(bw)
+        bw.link_to(sink)
+        g.configure()
+        self.graph = g
+
+    def __call__(self, frame: av.VideoFrame | None) -> Iterator[av.VideoFrame]:
+        """Push one decoded frame (None at the end) and yield the progressive frames ready."""
+        if self.graph is None:
+            if frame is None:
+                return
+            self._build(frame)
+        assert self.graph is not None
+        self.graph.vpush(frame)
+        while True:
+            try:
+                out = self.graph.vpull()
+            except (av.error.BlockingIOError, av.error.EOFError):
+                return
+            yield out
 
 
 class Decoder:
@@ -159,6 +223,7 @@ class Decoder:
         pin_memory: bool = False,
         buffers: int = 4,
         threads: int = 0,
+        deinterlace: tuple[str, str] | None = None,
     ) -> None:
         self.path = path
         self.info = info
@@ -170,8 +235,52 @@ class Decoder:
         self.threads = threads
         self.stats = DecodeStats()
         self.stop = False
+        #: ``(deint, parity)``: deinterlace with :class:`Deinterlacer` (one frame per field)
+        self.deinterlacer = Deinterlacer(info.time_base, *deinterlace) if deinterlace else None
+        #: the time base of the timestamps handed out (half the stream's when deinterlacing)
+        self.time_base = self.deinterlacer.time_base if self.deinterlacer else Fraction(info.time_base)
 
     # -- frames ---------------------------------------------------------------------------
+    def _decoded(self, container: av.container.InputContainer, stream) -> Iterator[av.VideoFrame]:
+        """Every frame the decoder gives, resynchronising after packets it rejects.
+
+        A packet FFmpeg cannot decode (``AVERROR_INVALIDDATA`` and the like) is skipped, as
+        ``ffmpeg`` does; the decoder picks up again at the next frame it can decode (the next
+        keyframe at worst), and those frames keep their own timestamps. A demuxer error (a file
+        cut short mid-packet) ends the stream. Frames without a timestamp get the previous
+        one plus one frame duration.
+        """
+        st = self.stats
+        tb = stream.time_base
+        frame_dur = int(round(1 / (self.info.rate * tb))) if self.info.rate else 1
+        last_pts = None
+        packets = container.demux(stream)
+        while not self.stop:
+            try:
+                packet = next(packets)
+            except StopIteration:
+                break
+            except av.error.FFmpegError as err:
+                if st.decoded == 0:
+                    raise InputError(f"cannot read {self.path}: {err.strerror or err}") from err
+                st.truncated = True
+                log.debug("demuxing stopped: %s", err)
+                break
+            if packet.size:
+                st.packets += 1
+            try:
+                frames = packet.decode()
+            except av.error.FFmpegError as err:
+                st.errors += 1
+                log.debug("skipping an undecodable packet (pts %s): %s", packet.pts, err)
+                frames = []
+            for frame in frames:
+                st.decoded += 1
+                if frame.pts is None:
+                    frame.pts = (last_pts + frame_dur) if last_pts is not None else 0
+                last_pts = frame.pts
+                yield frame
+
     def _frames(self) -> Iterator[av.VideoFrame]:
         container = open_input(self.path)
         try:
@@ -181,40 +290,34 @@ class Decoder:
                 stream.thread_count = self.threads
             tb = stream.time_base
             t0 = Fraction(self.info.start_time).limit_denominator(10**9)
+            seeked = False
             if self.start > 0:
                 target = int((t0 + self.start) / tb)
                 try:
                     container.seek(target, stream=stream, backward=True, any_frame=False)
+                    seeked = True
                 except av.error.FFmpegError:
                     log.warning("seek failed; decoding from the beginning")
-            decoded_any = False
-            last_pts = None
-            frame_dur = int(round(1 / (self.info.rate * tb))) if self.info.rate else 1
-            try:
-                for packet in container.demux(stream):
-                    for frame in packet.decode():
-                        decoded_any = True
-                        pts = frame.pts
-                        if pts is None:
-                            pts = (last_pts + frame_dur) if last_pts is not None else 0
-                        last_pts = pts
-                        t = pts * tb - t0
-                        if t < self.start:
-                            continue
-                        if self.end is not None and t >= self.end:
-                            return
-                        frame.pts = pts
-                        yield frame
-                    if self.stop:
-                        return
-            except av.error.FFmpegError as err:
-                if not decoded_any:
-                    raise InputError(f"cannot decode {self.path}: {err.strerror or err}") from err
-                msg = f"input is damaged or truncated after {self.stats.frames} frames ({err.strerror or err}); converted what decodes"
-                log.warning(msg)
-                self.stats.warnings.append(msg)
-            if not decoded_any:
+            out_tb = self.time_base
+            source: Iterator[av.VideoFrame] = self._decoded(container, stream)
+            if self.deinterlacer is not None:
+                source = self._deinterlaced(source)
+            last_end = None
+            window_ended = False
+            for frame in source:
+                t = frame.pts * out_tb - t0
+                if t < self.start:
+                    continue
+                if self.end is not None and t >= self.end:
+                    window_ended = True
+                    break
+                last_end = frame.pts * out_tb + (1 / self.info.rate if self.info.rate else 0)
+                yield frame
+            if self.stop:
+                return
+            if self.stats.decoded == 0:
                 raise InputError(f"no decodable video frames in {self.path}")
+            self._check_losses(seeked, None if window_ended else last_end, window_ended)
         finally:
             # Drain the decoder before closing: PyAV frees the codec context while holding the
             # GIL, and a frame thread still busy (and logging through PyAV's callback) would then
@@ -225,6 +328,48 @@ class Decoder:
             except (av.error.FFmpegError, ValueError, IndexError):
                 pass
             container.close()
+
+    def _deinterlaced(self, frames: Iterator[av.VideoFrame]) -> Iterator[av.VideoFrame]:
+        assert self.deinterlacer is not None
+        for frame in frames:
+            yield from self.deinterlacer(frame)
+        if not self.stop:
+            yield from self.deinterlacer(None)
+
+    def _check_losses(self, seeked: bool, last_end: Fraction | None, window_ended: bool) -> None:
+        """One warning for frames lost to damaged packets, or one for a stream cut short."""
+        st, info = self.stats, self.info
+        if st.errors:
+            st.lost = max(st.errors, st.packets - st.decoded)
+        t0 = Fraction(info.start_time).limit_denominator(10**9)
+        declared = self._declared_end()
+        frame_s = 1 / info.rate if info.rate else Fraction(0)
+        short_by_count = not seeked and not window_ended and info.frames > 0 and st.packets < info.frames
+        short_by_time = (declared is not None and last_end is not None
+                         and declared - last_end > max(Fraction(1, 2), 2 * frame_s))
+        if st.truncated or short_by_count or short_by_time:
+            if short_by_count:
+                what = f"{st.packets} of the {info.frames} frames its container lists"
+            elif short_by_time:
+                what = f"{float(last_end - t0):.3f} s of the {float(declared - t0):.3f} s its container declares"
+            else:
+                what = f"{st.packets} frames (a packet is cut short)"
+            damaged = f", {st.lost} of them damaged and skipped" if st.lost else ""
+            self._warn(f"input is truncated: it ends after {what}; converted the {st.frames} frame(s) it has{damaged}")
+        elif st.lost:
+            self._warn(f"input is damaged: {st.lost} frame(s) could not be decoded and were skipped "
+                       f"(decoding resumed at the next good frame, timestamps kept)")
+
+    def _declared_end(self) -> Fraction | None:
+        """End of the video stream on the source timeline, as its container declares it."""
+        if self.info.duration is None or not self.info.duration_exact:
+            return None
+        return Fraction(self.info.start_time).limit_denominator(10**9) + \
+            Fraction(self.info.duration).limit_denominator(10**9)
+
+    def _warn(self, msg: str) -> None:
+        log.warning("%s", msg)
+        self.stats.warnings.append(msg)
 
     def _copy_planes(self, frame: av.VideoFrame, bufs: list[torch.Tensor], i: int) -> None:
         lay = self.layout

@@ -1,5 +1,14 @@
 """Final mux: the encoded HEVC (with HDR10 container metadata) + the source's audio and
-subtitles, stream-copied into MP4/MOV or Matroska."""
+subtitles, stream-copied into MP4/MOV or Matroska, with its timecode and attachments.
+
+Besides audio and subtitles, a source carries *data* streams (a MOV/MP4 ``tmcd`` timecode
+track, GoPro telemetry, …) and *attachments* (Matroska fonts and cover images). The start
+timecode (of a ``tmcd`` track, or a ``timecode`` tag) is carried over, shifted to the first
+converted frame: as the output video stream's ``timecode`` metadata, from which FFmpeg's
+mov/mp4 muxer writes a ``tmcd`` track and its Matroska muxer a ``TIMECODE`` tag (PyAV cannot
+create a data stream by stream copy, and Matroska has no timecode track). Attachments are
+copied into Matroska. Everything else is left out with one warning line per stream.
+"""
 
 from __future__ import annotations
 
@@ -15,6 +24,7 @@ import av
 from ..errors import EncoderError, UsageError
 from .hdr10_boxes import MasteringMetadata, add_mp4_hdr10_boxes
 from .probe import open_input
+from .timecode import shift_timecode
 
 __all__ = ["OUTPUT_FORMATS", "output_format", "mux_final", "StreamWindow"]
 
@@ -79,6 +89,59 @@ def _packets(container, streams, mapping, shift: dict[int, int], window: StreamW
         yield float((packet.dts if packet.dts is not None else packet.pts) * tb), seq, packet, out
 
 
+def _meta(metadata: dict[str, str], key: str) -> str | None:
+    """A metadata value by case-insensitive key (Matroska tags read back in upper case)."""
+    for k, v in metadata.items():
+        if k.lower() == key:
+            return v
+    return None
+
+
+def _carry_extras(src, out, fmt: str, ovideo, vencoded, window: StreamWindow, result: MuxResult) -> None:
+    """Timecode and attachments of ``src`` into ``out``; one warning per stream left out."""
+    video = next((s for s in src.streams.video if not s.disposition & av.stream.Disposition.attached_pic), None)
+    timecode = None
+    for s in ([video] if video is not None else []) + [s for s in src.streams if s.type == "data"]:
+        timecode = timecode or _meta(s.metadata, "timecode")
+    timecode = timecode or _meta(src.metadata, "timecode")
+    if timecode and video is not None and (video.average_rate or video.guessed_rate):
+        rate = Fraction(video.average_rate or video.guessed_rate)
+        v0 = Fraction(video.start_time * video.time_base) if video.start_time is not None else Fraction(0)
+        out_rate = vencoded.average_rate or vencoded.guessed_rate or rate
+        try:
+            shifted = shift_timecode(timecode, rate, window.offset - v0, Fraction(out_rate))
+        except ValueError as err:
+            _skip(result, f"timecode {timecode!r} not carried over ({err})")
+            shifted = None
+        if shifted:
+            ovideo.metadata["timecode"] = shifted
+            result.copied.append(f"timecode {shifted}" + (" (tmcd track)" if fmt in ("mp4", "mov") else " (tag)"))
+    for s in src.streams:
+        if s.type == "video" and s.disposition & av.stream.Disposition.attached_pic:
+            _skip(result, f"cover art (stream #{s.index} {s.codec_context.name}) is not copied")
+        elif s.type == "data":
+            if _meta(s.metadata, "timecode") and timecode:
+                continue  # carried as the output's timecode
+            _skip(result, f"data stream #{s.index} ({getattr(s, 'name', None) or 'unknown'}) cannot be copied; skipped")
+        elif s.type == "attachment":
+            name = s.metadata.get("filename") or f"attachment{s.index}"
+            mimetype = getattr(s, "mimetype", None) or s.metadata.get("mimetype") or "application/octet-stream"
+            if fmt != "matroska":
+                _skip(result, f"attachment #{s.index} ({name}) cannot be stored in {fmt}; skipped (use .mkv)")
+                continue
+            try:
+                out.add_attachment(name, mimetype, s.data)
+            except (ValueError, av.error.FFmpegError) as err:
+                _skip(result, f"attachment #{s.index} ({name}) could not be copied ({err}); skipped")
+                continue
+            result.copied.append(f"attachment #{s.index} {name}")
+
+
+def _skip(result: MuxResult, msg: str) -> None:
+    log.warning("%s", msg)
+    result.skipped.append(msg)
+
+
 def mux_final(
     video_path: str,
     source_path: str,
@@ -98,7 +161,7 @@ def mux_final(
     add_mp4_hdr10_boxes(video_path, meta)
     result = MuxResult()
     vin = av.open(video_path)
-    src = open_input(source_path) if (copy_audio or copy_subtitles) else None
+    src = open_input(source_path)  # also for its timecode and attachments
     options = {"movflags": "+faststart"} if fmt in ("mp4", "mov") else {}
     try:
         out = av.open(output_path, "w", format=fmt, options=options)
@@ -131,6 +194,7 @@ def mux_final(
                     wanted.append(s)
                     mapping[s.index] = o
                     result.copied.append(f"{s.type} #{s.index} {s.codec_context.name if s.codec_context else ''}".strip())
+            _carry_extras(src, out, fmt, ovideo, vstream, window, result)
             if "title" in src.metadata:
                 out.metadata["title"] = src.metadata["title"]
         vshift = {vstream.index: 0}

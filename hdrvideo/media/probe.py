@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from dataclasses import asdict, dataclass, field
 from fractions import Fraction
@@ -10,9 +11,10 @@ from typing import Any
 
 import av
 
-from ..errors import InputError, UnsupportedInputError
+from ..errors import InputError, UnsupportedInputError, UsageError
 
-__all__ = ["VideoInfo", "MediaInfo", "probe", "open_input"]
+__all__ = ["VideoInfo", "MediaInfo", "probe", "open_input", "guess_matrix", "guess_primaries",
+           "apply_colour_overrides", "INPUT_MATRICES", "INPUT_PRIMARIES", "INPUT_RANGES"]
 
 # FFmpeg AVColorPrimaries / AVColorTransferCharacteristic / AVColorSpace / AVColorRange
 # (= ITU-T H.273 code points) → our names.
@@ -23,6 +25,12 @@ TRC_NAMES = {
 }
 MATRIX_NAMES = {0: "rgb", 1: "bt709", 5: "bt601", 6: "bt601", 9: "bt2020", 10: "bt2020c"}
 HDR_TRANSFERS = {16: "PQ (SMPTE ST 2084)", 18: "HLG (ARIB STD-B67)"}
+#: FFmpeg AVFieldOrder → our names (libavcodec/defs.h: TB = top coded first, bottom displayed first)
+FIELD_ORDERS = {0: "unknown", 1: "progressive", 2: "tt", 3: "bb", 4: "tb", 5: "bt"}
+#: what --input-matrix/--input-primaries/--input-range accept
+INPUT_MATRICES = ("bt709", "bt601", "bt2020")
+INPUT_PRIMARIES = ("bt709", "bt601-525", "bt601-625", "bt2020")
+INPUT_RANGES = ("limited", "full")
 
 
 @dataclass(frozen=True)
@@ -53,6 +61,23 @@ class VideoInfo:
     chroma_siting: str
     is_rgb: bool
     assumed: tuple[str, ...] = ()
+    #: where each interpretation came from: {"matrix"|"primaries"|"range": "tag"|"guess"|"override"}
+    colour_source: dict[str, str] = field(default_factory=dict)
+    field_order: str = "unknown"  # progressive, tt, bb, tb, bt (AVFieldOrder) or unknown
+    interlaced_frames: bool = False  # the first decoded frame is flagged interlaced
+    has_alpha: bool = False
+    #: ``duration`` is the video stream's own (not the container's, which may be the audio's)
+    duration_exact: bool = False
+
+    @property
+    def interlaced(self) -> bool:
+        """Interlaced by the stream's field order or by the flags of its first frame."""
+        return self.interlaced_frames or self.field_order in ("tt", "bb", "tb", "bt")
+
+    @property
+    def top_field_first(self) -> bool | None:
+        """Display order of the fields when the stream says it (None: per-frame flags or unknown)."""
+        return {"tt": True, "bt": True, "bb": False, "tb": False}.get(self.field_order)
 
     @property
     def estimated_frames(self) -> int:
@@ -69,6 +94,8 @@ class StreamInfo:
     type: str
     codec: str
     language: str | None = None
+    detail: str | None = None  # timecode of a timecode track, file name of an attachment
+    cover_art: bool = False
 
 
 @dataclass(frozen=True)
@@ -119,31 +146,126 @@ def _bit_depth(pix_fmt: str) -> int:
         return 8
 
 
+def guess_matrix(width: int, height: int) -> str:
+    """Y'CbCr matrix of untagged video, as mpv guesses it.
+
+    mpv ``video/csputils.c`` ``mp_csp_guess_colorspace``: BT.709 when the width is at least
+    1280 or the height above 576, else BT.601.
+    """
+    return "bt709" if width >= 1280 or height > 576 else "bt601"
+
+
+def guess_primaries(width: int, height: int, matrix: str | None = None) -> str:
+    """Primaries of video without a primaries tag, as mpv guesses them.
+
+    mpv ``video/mp_image.c`` ``mp_image_params_guess_csp`` follows the (tagged or guessed)
+    matrix first: BT.2020 → BT.2020, BT.709 → BT.709; for BT.601 it uses
+    ``video/csputils.c`` ``mp_csp_guess_primaries``: BT.709 for HD (width ≥ 1280 or height
+    > 576), SMPTE C (BT.601 525-line) for 480 or 486 lines, EBU (BT.601 625-line) for 576
+    lines, and BT.709 for any other size.
+    """
+    if matrix in ("bt2020", "bt2020c"):
+        return "bt2020"
+    if matrix == "bt709":
+        return "bt709"
+    if width >= 1280 or height > 576:
+        return "bt709"
+    if height == 576:
+        return "bt601-625"
+    if height in (480, 486):
+        return "bt601-525"
+    return "bt709"
+
+
+def apply_colour_overrides(video: VideoInfo, matrix: str | None = None, primaries: str | None = None,
+                           range: str | None = None) -> VideoInfo:  # noqa: A002 - the option's name
+    """``video`` with the user's ``--input-matrix/--input-primaries/--input-range`` applied.
+
+    Overrides win over tags and guesses; each replaced value's note leaves ``assumed``.
+    """
+    if matrix is None and primaries is None and range is None:
+        return video
+    if video.is_rgb and (matrix is not None or range is not None):
+        raise UsageError("--input-matrix/--input-range do not apply to RGB input")
+    changes: dict[str, Any] = {}
+    source = dict(video.colour_source)
+    drop: list[str] = []
+    if matrix is not None:
+        if matrix not in INPUT_MATRICES:
+            raise UsageError(f"invalid input matrix {matrix!r} (choose from {', '.join(INPUT_MATRICES)})")
+        changes["matrix"] = matrix
+        source["matrix"] = "override"
+        drop.append("matrix ")
+    if primaries is not None:
+        if primaries not in INPUT_PRIMARIES:
+            raise UsageError(f"invalid input primaries {primaries!r} (choose from {', '.join(INPUT_PRIMARIES)})")
+        changes["primaries"] = primaries
+        source["primaries"] = "override"
+        drop.append("primaries ")
+    if range is not None:
+        if range not in INPUT_RANGES:
+            raise UsageError(f"invalid input range {range!r} (choose from {', '.join(INPUT_RANGES)})")
+        changes["full_range"] = range == "full"
+        source["range"] = "override"
+        drop.append("limited range")
+        drop.append("full range")
+    if matrix is not None and primaries is None and source.get("primaries") == "guess":
+        # guessed primaries follow the matrix (mpv), so they follow an overridden one too
+        changes["primaries"] = guess_primaries(video.width, video.height, matrix)
+        drop.append("primaries ")
+    assumed = tuple(a for a in video.assumed if not a.startswith(tuple(drop)))
+    if "primaries" in changes and source.get("primaries") == "guess":
+        assumed += (f"primaries {changes['primaries']} (untagged; follows --input-matrix {matrix})",)
+    return dataclasses.replace(video, assumed=assumed, colour_source=source, **changes)
+
+
+def _first_frame(container: av.container.InputContainer, stream) -> av.VideoFrame | None:
+    """The first decodable frame of ``stream`` (for its rotation and field flags), or None."""
+    stream.thread_count = 1  # no frame threads: one frame out without delay, nothing to drain
+    try:
+        for i, packet in enumerate(container.demux(stream)):
+            if i > 64:
+                break
+            try:
+                for frame in packet.decode():
+                    return frame
+            except av.error.FFmpegError:
+                continue
+    except av.error.FFmpegError:
+        pass
+    return None
+
+
 def _video_info(container: av.container.InputContainer, stream: av.video.stream.VideoStream) -> VideoInfo:
     cc = stream.codec_context
     pix_fmt = cc.pix_fmt or (stream.format.name if stream.format else "yuv420p")
     width, height = cc.width, cc.height
     assumed: list[str] = []
+    source: dict[str, str] = {}
     is_rgb = cc.colorspace == 0 and pix_fmt.startswith(("gbr", "rgb", "bgr", "argb", "abgr", "rgba", "bgra"))
     if not is_rgb:
         is_rgb = pix_fmt.startswith(("rgb", "bgr", "argb", "abgr", "gbr"))
-    sd = height <= 576
-    # matrix (untagged: BT.601 for SD, BT.709 for HD, as players do)
+    # matrix: untagged (or an unusable tag) is guessed as mpv does
     matrix = MATRIX_NAMES.get(cc.colorspace)
+    source["matrix"] = "tag"
     if matrix in (None, "rgb") and not is_rgb:
-        matrix = "bt601" if sd else "bt709"
-        assumed.append(f"matrix {matrix} (untagged)")
+        matrix = guess_matrix(width, height)
+        source["matrix"] = "guess"
+        assumed.append(f"matrix {matrix} (untagged, {width}×{height})")
     if matrix == "bt2020c":
         raise UnsupportedInputError("BT.2020 constant-luminance input is not supported")
-    # primaries (untagged: SMPTE C for 480-line, EBU for 576-line SD, else BT.709)
+    # primaries: untagged follow the matrix, then the frame size (mpv)
     primaries = PRIMARIES_NAMES.get(cc.color_primaries)
+    source["primaries"] = "tag"
     if primaries is None:
-        primaries = ("bt601-625" if height > 486 else "bt601-525") if sd else "bt709"
+        primaries = "bt709" if is_rgb else guess_primaries(width, height, matrix)
+        source["primaries"] = "guess"
         if cc.color_primaries in (0, 2):
             assumed.append(f"primaries {primaries} (untagged)")
         else:
             assumed.append(f"primaries {primaries} (tag {cc.color_primaries} not supported)")
     # range (untagged: limited, except the JPEG yuvj formats)
+    source["range"] = "tag"
     if cc.color_range == 2 or pix_fmt.startswith("yuvj"):
         full_range = True
     elif cc.color_range == 1:
@@ -151,15 +273,27 @@ def _video_info(container: av.container.InputContainer, stream: av.video.stream.
     else:
         full_range = is_rgb
         if not is_rgb:
+            source["range"] = "guess"
             assumed.append("limited range (untagged)")
     siting = "center" if (stream.codec_context.name in ("mjpeg", "jpeg2000") or pix_fmt.startswith("yuvj")) else "left"
     rate = stream.average_rate or stream.guessed_rate or stream.base_rate
     tb = stream.time_base or Fraction(1, 90000)
     duration = float(stream.duration * tb) if stream.duration else None
+    if duration is None:
+        duration = _tagged_duration(stream.metadata)
+    duration_exact = duration is not None
     if duration is None and container.duration:
         duration = container.duration / 1_000_000
     start = float(stream.start_time * tb) if stream.start_time is not None else 0.0
-    rotation = 0
+    # Rotation and field flags: PyAV does not expose the stream's side data, but libavcodec
+    # attaches the stream's display matrix to every decoded frame, so the first frame says it.
+    first = _first_frame(container, stream)
+    rotation = int(getattr(first, "rotation", 0) or 0) % 360 if first is not None else 0
+    try:
+        fmt = av.VideoFormat(pix_fmt)
+        has_alpha = any(c.is_alpha for c in fmt.components)
+    except (ValueError, av.error.FFmpegError):
+        has_alpha = False
     return VideoInfo(
         index=stream.index,
         codec=cc.name,
@@ -183,7 +317,41 @@ def _video_info(container: av.container.InputContainer, stream: av.video.stream.
         chroma_siting=siting,
         is_rgb=is_rgb,
         assumed=tuple(assumed),
+        colour_source=source,
+        field_order=FIELD_ORDERS.get(getattr(cc, "field_order", 0), "unknown"),
+        interlaced_frames=bool(first is not None and first.interlaced_frame),
+        has_alpha=has_alpha,
+        duration_exact=duration_exact,
     )
+
+
+def _tagged_duration(metadata: dict[str, str]) -> float | None:
+    """A Matroska stream's ``DURATION`` tag (``HH:MM:SS.nnnnnnnnn``, written by FFmpeg) in seconds."""
+    text = metadata.get("DURATION") or metadata.get("duration")
+    if not text:
+        return None
+    try:
+        h, m, sec = text.split(":")
+        return int(h) * 3600 + int(m) * 60 + float(sec)
+    except ValueError:
+        return None
+
+
+def _stream_info(s) -> StreamInfo:
+    """One stream's row; data and attachment streams have no codec context in PyAV."""
+    cc = s.codec_context
+    detail = None
+    if cc is not None:
+        codec = cc.name
+    elif s.type == "attachment":
+        codec = getattr(s, "mimetype", None) or "attachment"
+        detail = s.metadata.get("filename")
+    else:
+        codec = getattr(s, "name", None) or ("tmcd" if "timecode" in s.metadata else "unknown")
+    if "timecode" in s.metadata and s.type == "data":
+        detail = s.metadata["timecode"]
+    return StreamInfo(s.index, s.type, codec, s.metadata.get("language"), detail,
+                      s.type == "video" and _is_cover_art(s))
 
 
 def probe(path: str | os.PathLike[str]) -> MediaInfo:
@@ -192,8 +360,7 @@ def probe(path: str | os.PathLike[str]) -> MediaInfo:
         video = None
         streams = []
         for s in container.streams:
-            codec = s.codec_context.name if s.codec_context is not None else (s.codec_tag or "unknown")
-            streams.append(StreamInfo(s.index, s.type, codec, s.metadata.get("language")))
+            streams.append(_stream_info(s))
             if s.type == "video" and video is None and not _is_cover_art(s):
                 video = _video_info(container, s)
         fmt = container.format.name
