@@ -158,7 +158,7 @@ def input_video(info: MediaInfo, options: ConvertOptions) -> VideoInfo:
     return apply_colour_overrides(video, options.input_matrix, options.input_primaries, options.input_range)
 
 
-def deinterlace_settings(video: VideoInfo, mode: str) -> tuple[str, str] | None:
+def deinterlace_settings(video: VideoInfo, mode: str | bool) -> tuple[str, str] | None:
     """How a conversion deinterlaces: ``(deint, parity)`` for :class:`~hdrvideo.media.decode.Deinterlacer`,
     or None (the frames are taken as they are).
 
@@ -167,6 +167,8 @@ def deinterlace_settings(video: VideoInfo, mode: str) -> tuple[str, str] | None:
     through ``bwdif`` (so the output has a constant field rate), with each frame's own field
     order when frames are flagged, else the stream's.
     """
+    if isinstance(mode, bool):  # a manifest's yes/no
+        mode = "on" if mode else "off"
     if mode not in DEINTERLACE_MODES:
         raise UsageError(f"invalid deinterlace mode {mode!r} (choose from {', '.join(DEINTERLACE_MODES)})")
     if mode == "off" or (mode == "auto" and not video.interlaced):

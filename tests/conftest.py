@@ -155,3 +155,95 @@ def sample_clip(tmp_path: Path) -> Path:
     path = tmp_path / "sample.mp4"
     write_clip(str(path), width=64, height=36, seconds=1.0, fps=24)
     return path
+
+
+def write_h264_clip(
+    path: str | Path,
+    frames: int,
+    *,
+    size: tuple[int, int] = (64, 48),
+    rate: int = 25,
+    gop: int = 10,
+    interlaced: str | None = None,  # "tff" | "bff": field-coded (x264 ildct/ilme) with that field order
+    audio_seconds: float = 0.0,
+    stream_metadata: dict[str, str] | None = None,
+    rotation: int = 0,
+    options: dict[str, str] | None = None,
+) -> Path:
+    """An H.264 clip of a bar moving 4 px a frame (2 px between fields), keyframes every ``gop``.
+
+    Interlaced clips get each frame's field flags from FFmpeg's ``setfield`` filter (PyAV
+    cannot set them), which libx264 reads; the stream's field order is set to match.
+    """
+    path = Path(path)
+    w, h = size
+    out = av.open(str(path), "w", options=options or {})
+    try:
+        vs = out.add_stream("libx264", rate=rate)
+        vs.width, vs.height, vs.pix_fmt = w, h, "yuv420p"
+        vs.options = {"g": str(gop), "keyint_min": str(gop), "sc_threshold": "0", "bf": "0"}
+        graph = None
+        if interlaced:
+            cc = vs.codec_context
+            cc.flags |= av.codec.context.Flags.interlaced_dct | av.codec.context.Flags.interlaced_me
+            cc.field_order = 2 if interlaced == "tff" else 3  # AV_FIELD_TT / AV_FIELD_BB
+            graph = av.filter.Graph()
+            src = graph.add_buffer(width=w, height=h, format="yuv420p", time_base=Fraction(1, rate))
+            setfield = graph.add("setfield", interlaced)
+            sink = graph.add("buffersink")
+            src.link_to(setfield)
+            setfield.link_to(sink)
+            graph.configure()
+        for key, value in (stream_metadata or {}).items():
+            vs.metadata[key] = value
+        if rotation:
+            vs.set_display_rotation(rotation)
+        a_s = out.add_stream("aac", rate=48000, layout="stereo") if audio_seconds > 0 else None
+        rng = np.random.default_rng(1)
+        for i in range(frames):
+            img = rng.integers(40, 60, (h, w, 3), dtype=np.uint8)
+            x = (i * 4) % (w - 10)
+            img[0::2, x : x + 6] = 220  # top field
+            img[1::2, x + 2 : x + 8] = 220  # bottom field, 2 px further
+            f = av.VideoFrame.from_ndarray(img, format="rgb24").reformat(format="yuv420p")
+            f.pts, f.time_base = i, Fraction(1, rate)
+            if graph is not None:
+                graph.vpush(f)
+                f = graph.vpull()
+            for p in vs.encode(f):
+                out.mux(p)
+        for p in vs.encode(None):
+            out.mux(p)
+        if a_s is not None:
+            n = int(audio_seconds * 48000)
+            tone = (0.2 * np.sin(2 * np.pi * 440 * np.arange(n) / 48000)).astype(np.float32)
+            for start in range(0, n - 1023, 1024):
+                chunk = tone[start : start + 1024]
+                af = av.AudioFrame.from_ndarray(np.stack([chunk, chunk]), format="fltp", layout="stereo")
+                af.sample_rate, af.pts, af.time_base = 48000, start, Fraction(1, 48000)
+                for p in a_s.encode(af):
+                    out.mux(p)
+            for p in a_s.encode(None):
+                out.mux(p)
+    finally:
+        out.close()
+    return path
+
+
+def remux_damaging(src: str | Path, dst: str | Path, video_packet: int, keep: int = 4) -> Path:
+    """Stream-copy ``src`` to ``dst``, overwriting the payload of one video packet after ``keep`` bytes."""
+    with av.open(str(src)) as i, av.open(str(dst), "w") as o:
+        streams = {s.index: o.add_stream_from_template(s) for s in i.streams}
+        k = 0
+        for p in i.demux():
+            if p.dts is None:
+                continue
+            if p.stream.type == "video":
+                if k == video_packet:
+                    data = bytearray(bytes(p))
+                    data[keep:] = bytes((b * 7 + 13) & 0xFF for b in data[keep:])
+                    memoryview(p)[:] = bytes(data)
+                k += 1
+            p.stream = streams[p.stream.index]
+            o.mux(p)
+    return Path(dst)

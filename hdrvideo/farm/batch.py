@@ -407,11 +407,13 @@ def _run_job(item: dict[str, Any], progress: Callable[[Any], None]) -> dict[str,
         progress({"frame": event.frame, "total": event.total, "fps": event.fps, "eta_s": event.eta_s,
                   "stage": event.stage})
 
+    if os.getpid() == item.get("driver_pid"):  # run in the driver's process: its logging applies
+        return job.run(progress=forward, force=item["force"]).to_dict()
     logger = logging.getLogger("hdrvideo")
     handler = _ForwardWarnings(progress)
     propagate = logger.propagate
     logger.addHandler(handler)
-    logger.propagate = False
+    logger.propagate = False  # not also on the worker's stderr
     try:
         report = job.run(progress=forward, force=item["force"])
     finally:
@@ -494,7 +496,7 @@ def run_batch(
         state.save()
 
         items = [{"input": jobs[i].input, "output": jobs[i].output, "preset": jobs[i].preset,
-                  "options": jobs[i].options, "force": True} for i in todo]
+                  "options": jobs[i].options, "force": True, "driver_pid": os.getpid()} for i in todo]
 
         def on_start(k: int) -> None:
             job = jobs[todo[k]]

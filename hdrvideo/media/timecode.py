@@ -17,9 +17,12 @@ _TC = re.compile(r"^(\d{1,2}):(\d{2}):(\d{2})([:;.,])(\d{2,3})$")
 
 
 def _nominal(rate: Fraction) -> tuple[int, int]:
-    """(nominal integer rate, frame numbers dropped per minute) for drop-frame at ``rate``."""
+    """(nominal integer rate, frame numbers a drop-frame timecode skips a minute) at ``rate``.
+
+    Drop frame exists for the NTSC rates 30000/1001 and 60000/1001 only (ST 12-1).
+    """
     fps = round(rate)
-    return fps, (fps // 15 if Fraction(rate) != fps else 0)
+    return fps, ({30: 2, 60: 4}.get(fps, 0) if Fraction(rate) != fps else 0)
 
 
 def timecode_to_frames(text: str, rate: Fraction) -> tuple[int, bool]:

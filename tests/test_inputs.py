@@ -1,0 +1,447 @@
+"""Real-world inputs (issue 10): data/attachment streams, damaged and truncated files, interlaced
+video, things the output cannot keep, colour guessing and overrides, rotation, batch resume."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from fractions import Fraction
+from pathlib import Path
+
+import av
+import numpy as np
+import pytest
+import torch
+
+import hdrvideo
+from hdrvideo import colour as C
+from hdrvideo.errors import UsageError
+from hdrvideo.media.probe import guess_matrix, guess_primaries
+
+from conftest import (
+    decode_planes,
+    flat_planes,
+    has_tool,
+    remux_damaging,
+    video_pts,
+    write_h264_clip,
+    write_planes_clip,
+)
+
+FAST = {"x265_preset": "ultrafast"}
+
+
+def run_cli(*args: str) -> subprocess.CompletedProcess:
+    """The CLI in this process (typer's runner; a subprocess would spend seconds importing torch)."""
+    import signal
+
+    from typer.testing import CliRunner
+
+    from hdrvideo.cli import _register_optional_commands, app
+
+    _register_optional_commands()
+    old = signal.getsignal(signal.SIGTERM)
+    try:
+        res = CliRunner().invoke(app, list(args))
+    finally:
+        signal.signal(signal.SIGTERM, old)
+    return subprocess.CompletedProcess(args, res.exit_code, res.stdout, res.stderr)
+
+
+def stream_types(path: Path) -> list[str]:
+    with av.open(str(path)) as c:
+        return [s.type for s in c.streams]
+
+
+def one(warnings: list[str], needle: str) -> str:
+    hits = [w for w in warnings if needle in w]
+    assert len(hits) == 1, warnings
+    return hits[0]
+
+
+def leftovers(folder: Path, keep: set[str]) -> list[str]:
+    return sorted(p.name for p in folder.iterdir() if p.name not in keep)
+
+
+# ------------------------------------------------------------------ 1. data and attachment streams
+
+
+@pytest.fixture(scope="module")
+def timecode_mov(tmp_path_factory) -> Path:
+    d = tmp_path_factory.mktemp("tc")
+    # FFmpeg's mov muxer writes a tmcd track for a video stream with timecode metadata
+    path = write_h264_clip(d / "camera.mov", 10, stream_metadata={"timecode": "01:00:00:00"}, audio_seconds=0.4)
+    assert stream_types(path) == ["video", "audio", "data"]
+    return path
+
+
+def test_timecode_track_is_carried_and_shifted(tmp_path, timecode_mov):
+    proc = run_cli("probe", str(timecode_mov))
+    assert proc.returncode == 0, proc.stderr
+    assert "data tmcd 01:00:00:00" in proc.stdout
+
+    out = tmp_path / "out.mov"
+    report = hdrvideo.convert(timecode_mov, out, **FAST)
+    assert not [w for w in report.warnings if "data" in w or "timecode" in w], report.warnings
+    assert "timecode 01:00:00:00 (tmcd track)" in report.streams_copied
+    with av.open(str(out)) as c:
+        data = [s for s in c.streams if s.type == "data"]
+        assert len(data) == 1 and data[0].metadata["timecode"] == "01:00:00:00"
+        assert len(c.streams.audio) == 1
+    # from --start 0.2 s (5 frames at 25 fps) the timecode starts 5 frames later; MP4 holds tmcd too
+    cut = tmp_path / "cut.mp4"
+    report = hdrvideo.convert(timecode_mov, cut, start=0.2, **FAST)
+    assert report.frames == 5
+    with av.open(str(cut)) as c:
+        assert [s.metadata.get("timecode") for s in c.streams if s.type == "data"] == ["01:00:00:05"]
+    # Matroska has no timecode track: the video stream's TIMECODE tag carries it
+    mkv = tmp_path / "out.mkv"
+    report = hdrvideo.convert(timecode_mov, mkv, **FAST)
+    assert "timecode 01:00:00:00 (tag)" in report.streams_copied
+    assert [w for w in report.warnings if not w.startswith("assumed ")] == []
+    with av.open(str(mkv)) as c:
+        assert stream_types(mkv) == ["video", "audio"]
+        assert {k.lower(): v for k, v in c.streams.video[0].metadata.items()}["timecode"] == "01:00:00:00"
+    assert leftovers(tmp_path, {"out.mov", "cut.mp4", "out.mkv"}) == []
+
+
+def test_timecode_arithmetic_drop_frame():
+    from hdrvideo.media.timecode import frames_to_timecode, shift_timecode, timecode_to_frames
+
+    ntsc = Fraction(30000, 1001)
+    for n in range(0, 17982 * 2, 7):  # every 7th frame of 20 minutes round-trips
+        assert timecode_to_frames(frames_to_timecode(n, ntsc, True), ntsc) == (n, True)
+    assert frames_to_timecode(1800, ntsc, True) == "00:01:00;02"  # ;00 and ;01 are skipped
+    assert frames_to_timecode(17982, ntsc, True) == "00:10:00;00"  # but not at the tenth minute
+    assert shift_timecode("01:00:00:00", Fraction(25), Fraction(41, 5)) == "01:00:08:05"
+    assert shift_timecode("01:00:00:24", Fraction(25), Fraction(1, 25), Fraction(50)) == "01:00:01:00"
+
+
+def test_mkv_attachment_copied_into_mkv_and_skipped_once_for_mp4(tmp_path):
+    src = tmp_path / "subs.mkv"
+    font = bytes(range(256)) * 4
+    out = av.open(str(src), "w")
+    vs = out.add_stream("ffv1", rate=24)
+    vs.width, vs.height, vs.pix_fmt = 64, 36, "yuv420p"
+    out.add_attachment("Font.ttf", "application/x-truetype-font", font)
+    for i in range(3):
+        f = av.VideoFrame(64, 36, "yuv420p")
+        for p, v in zip(f.planes, (120, 128, 128)):
+            np.frombuffer(p, np.uint8)[:] = v
+        f.pts = i
+        for p in vs.encode(f):
+            out.mux(p)
+    for p in vs.encode(None):
+        out.mux(p)
+    out.close()
+
+    proc = run_cli("probe", str(src))
+    assert proc.returncode == 0 and "attachment application/x-truetype-font Font.ttf" in proc.stdout, proc.stdout
+    mkv = tmp_path / "out.mkv"
+    report = hdrvideo.convert(src, mkv, **FAST)
+    assert not [w for w in report.warnings if "attachment" in w]
+    with av.open(str(mkv)) as c:
+        att = [s for s in c.streams if s.type == "attachment"]
+        assert len(att) == 1 and att[0].data == font and att[0].metadata["filename"] == "Font.ttf"
+    mp4 = tmp_path / "out.mp4"
+    report = hdrvideo.convert(src, mp4, **FAST)
+    assert "attachment #1 (Font.ttf) cannot be stored in mp4" in one(report.warnings, "attachment")
+    assert stream_types(mp4) == ["video"] and report.frames == 3
+
+
+# ------------------------------------------------------------------ 2. a damaged packet
+
+
+def test_damaged_packet_resyncs_keeps_timestamps_and_warns_once(tmp_path):
+    clean = write_h264_clip(tmp_path / "clean.mp4", 100, gop=10, audio_seconds=4.0)
+    bad = remux_damaging(clean, tmp_path / "bad.mp4", video_packet=20)  # a keyframe's payload
+    src_pts = video_pts(clean)
+    out = tmp_path / "out.mkv"
+    report = hdrvideo.convert(bad, out, **FAST)
+    assert 90 <= report.frames < 100
+    if has_tool("ffprobe"):
+        ref = subprocess.run(["ffprobe", "-v", "error", "-count_frames", "-select_streams", "v",
+                              "-show_entries", "stream=nb_read_frames", "-of", "csv=p=0", str(bad)],
+                             capture_output=True, text=True).stdout.strip()
+        assert abs(report.frames - int(ref)) <= 2, (report.frames, ref)  # what ffmpeg decodes
+    msg = one(report.warnings, "damaged")
+    assert f"{100 - report.frames} frame(s)" in msg
+    got = video_pts(out)
+    assert len(got) == report.frames and got == sorted(got)
+    # every output frame sits at its source frame's time (the output starts at the first one)
+    offset = got[0] - src_pts[0]
+    assert all(min(abs(t - offset - s) for s in src_pts) < 1e-3 for t in got)
+    assert got[-1] - offset == pytest.approx(src_pts[-1], abs=1e-3)  # decoding went on to the end
+    with av.open(str(out)) as c:
+        a = c.streams.audio[0]
+        audio_end = max(float((p.pts + p.duration) * a.time_base) for p in c.demux(a) if p.size)
+    assert abs((got[-1] + 0.04) - audio_end) < 0.1  # video and audio end together
+
+
+# ------------------------------------------------------------------ 3. a truncated faststart MP4
+
+
+def test_truncated_faststart_mp4_warns(tmp_path):
+    full = write_h264_clip(tmp_path / "full.mp4", 50, options={"movflags": "+faststart"})
+    data = full.read_bytes()
+    assert data.find(b"moov") < data.find(b"mdat")  # the index comes first: it lists all 50 frames
+    cut = tmp_path / "cut.mp4"
+    cut.write_bytes(data[: len(data) // 2])
+    proc = run_cli("convert", str(cut), "-o", str(tmp_path / "out.mp4"), "--x265-preset", "ultrafast", "--json")
+    assert proc.returncode == 0, proc.stderr
+    report = json.loads(proc.stdout)
+    msg = one(report["warnings"], "truncated")
+    assert "of the 50 frames its container lists" in msg and f"converted the {report['frames']} frame(s)" in msg
+    assert 10 <= report["frames"] < 30
+    assert len(decode_planes(tmp_path / "out.mp4")) == report["frames"]
+    assert "truncated" in proc.stderr
+    # an intact file says nothing of the sort
+    assert not [w for w in hdrvideo.convert(full, tmp_path / "ok.mp4", **FAST).warnings if "truncated" in w]
+
+
+# ------------------------------------------------------------------ 4. interlaced input
+
+
+def combing(path: Path) -> float:
+    """Mean |difference| between neighbouring lines minus that between lines two apart (Y')."""
+    y = np.stack([p[0].astype(np.float64) for p in decode_planes(path)])
+    return float(np.abs(y[:, 1:] - y[:, :-1]).mean() - np.abs(y[:, 2:] - y[:, :-2]).mean())
+
+
+@pytest.fixture(scope="module")
+def interlaced(tmp_path_factory) -> Path:
+    return write_h264_clip(tmp_path_factory.mktemp("il") / "tff.mkv", 10, interlaced="tff")
+
+
+def test_interlaced_input_detected_and_probed(tmp_path, interlaced):
+    v = hdrvideo.probe(interlaced).video
+    assert v.field_order == "tt" and v.interlaced_frames and v.interlaced
+    proc = run_cli("probe", str(interlaced))
+    assert "Scan type                : interlaced, top field first" in proc.stdout, proc.stdout
+    bff = hdrvideo.probe(write_h264_clip(tmp_path / "bff.mkv", 2, interlaced="bff")).video
+    assert bff.field_order == "bb" and bff.top_field_first is False
+    progressive = hdrvideo.probe(write_h264_clip(tmp_path / "p.mkv", 2)).video
+    assert not progressive.interlaced and progressive.field_order in ("progressive", "unknown")
+
+
+def test_interlaced_input_deinterlaced_to_field_rate(tmp_path, interlaced):
+    src_pts = video_pts(interlaced)
+    assert src_pts == pytest.approx([i * 0.04 for i in range(10)])
+    auto = tmp_path / "auto.mkv"
+    report = hdrvideo.convert(interlaced, auto, **FAST)
+    assert "input is interlaced (top field first): deinterlaced with bwdif" in one(report.warnings, "interlaced")
+    assert report.frames == 20  # one frame per field
+    assert video_pts(auto) == pytest.approx([i * 0.02 for i in range(20)], abs=1e-9)
+    off = tmp_path / "off.mkv"
+    report = hdrvideo.convert(interlaced, off, deinterlace="off", **FAST)
+    assert report.frames == 10 and not [w for w in report.warnings if "interlaced" in w]
+    assert video_pts(off) == pytest.approx(src_pts)
+    # the fields of the moving bar are 2 px apart: woven frames comb, deinterlaced ones do not
+    assert combing(off) > 4 * max(combing(auto), 0.5), (combing(off), combing(auto))
+
+
+def test_deinterlace_exact_timestamps_in_mp4_and_on_off_for_progressive(tmp_path):
+    # an MP4 time base of 1/12800: fields at 256-tick steps, exact in the halved time base
+    mp4 = write_h264_clip(tmp_path / "il.mp4", 6, interlaced="bff")
+    out = tmp_path / "il.hdr10.mp4"
+    report = hdrvideo.convert(mp4, out, **FAST)
+    assert report.frames == 12
+    with av.open(str(out)) as c:
+        s = c.streams.video[0]
+        pts = sorted(p.pts for p in c.demux(s) if p.size)
+        assert [Fraction(p - pts[0]) * s.time_base for p in pts] == [Fraction(i, 50) for i in range(12)]
+    prog = write_h264_clip(tmp_path / "p.mkv", 4)
+    assert hdrvideo.convert(prog, tmp_path / "p0.mkv", **FAST).frames == 4  # auto: progressive untouched
+    report = hdrvideo.convert(prog, tmp_path / "p1.mkv", deinterlace="on", **FAST)
+    assert report.frames == 8 and one(report.warnings, "--deinterlace on")
+    with pytest.raises(UsageError, match="deinterlace"):
+        hdrvideo.convert(prog, tmp_path / "p2.mkv", deinterlace="maybe")
+
+
+def test_interlaced_chunked_equals_field_count(tmp_path):
+    from hdrvideo.farm.chunks import convert_chunked
+
+    src = write_h264_clip(tmp_path / "il.mkv", 20, gop=10, interlaced="tff")
+    report = convert_chunked(src, tmp_path / "out.mkv", chunks=2, workers=1, **FAST)
+    assert report.frames == 40 and len(report.chunks) == 2
+    assert video_pts(tmp_path / "out.mkv") == pytest.approx([i * 0.02 for i in range(40)], abs=1e-9)
+    assert len([w for w in report.warnings if "deinterlaced" in w]) == 1
+
+
+# ------------------------------------------------------------------ 5. things dropped get one warning
+
+
+def test_alpha_extra_video_streams_and_unused_weights_warn_once(tmp_path):
+    y, cb, cr = flat_planes(64, 36, (235, 128, 128))
+    alpha = np.full_like(y, 17)
+    clip = write_planes_clip(tmp_path / "alpha.mkv", [(y, cb, cr, alpha)] * 2, pix_fmt="yuva420p")
+    assert hdrvideo.probe(clip).video.has_alpha
+    out = tmp_path / "alpha.hdr10.mkv"
+    report = hdrvideo.convert(clip, out, crf=4, **FAST)
+    assert "alpha channel (yuva420p)" in one(report.warnings, "alpha")
+    assert abs(int(decode_planes(out)[0][0][18, 32]) - 573) <= 1  # the colour itself is kept
+
+    two = tmp_path / "two.mkv"
+    with av.open(str(two), "w") as c:
+        streams = []
+        for w, h in ((64, 36), (96, 54)):
+            s = c.add_stream("ffv1", rate=24)
+            s.width, s.height, s.pix_fmt = w, h, "yuv420p"
+            streams.append(s)
+        for i in range(2):
+            for s in streams:
+                f = av.VideoFrame(s.width, s.height, "yuv420p")
+                f.pts = i
+                for p in s.encode(f):
+                    c.mux(p)
+        for s in streams:
+            for p in s.encode(None):
+                c.mux(p)
+    weights = tmp_path / "w.safetensors"
+    weights.write_bytes(b"unused")
+    report = hdrvideo.convert(two, tmp_path / "two.hdr10.mp4", weights=str(weights), **FAST)
+    assert "input has 2 video streams; only stream #0 is converted (#1 ffv1 left out)" in one(report.warnings,
+                                                                                            "video streams")
+    assert "--weights is ignored: preset bt2408 uses no network" in one(report.warnings, "--weights")
+    assert report.input_size == (64, 36) and stream_types(tmp_path / "two.hdr10.mp4") == ["video"]
+
+
+# ------------------------------------------------------------------ 6. colour guesses and overrides
+
+
+@pytest.mark.parametrize("size,matrix,primaries", [
+    ((640, 480), "bt601", "bt601-525"), ((720, 486), "bt601", "bt601-525"), ((720, 576), "bt601", "bt601-625"),
+    ((1024, 576), "bt601", "bt601-625"), ((640, 272), "bt601", "bt709"), ((960, 540), "bt601", "bt709"),
+    ((720, 360), "bt601", "bt709"), ((1280, 720), "bt709", "bt709"), ((1280, 544), "bt709", "bt709"),
+    ((1440, 1080), "bt709", "bt709"), ((704, 578), "bt709", "bt709"),
+])
+def test_untagged_guesses_follow_mpv(size, matrix, primaries):
+    assert guess_matrix(*size) == matrix
+    assert guess_primaries(*size, guess_matrix(*size)) == primaries
+    # tagged matrices decide the primaries first (mpv's mp_image_params_guess_csp)
+    assert guess_primaries(*size, "bt709") == "bt709" and guess_primaries(*size, "bt2020") == "bt2020"
+
+
+def test_untagged_file_probe_and_overrides(tmp_path):
+    green = torch.tensor([0.0, 1.0, 0.0], dtype=torch.float64).view(1, 3, 1, 1).expand(1, 3, 36, 64)
+    planes = tuple(p[0].numpy().astype(np.uint8) for p in C.rgb_to_planes(green, "bt709", 8, False))
+    clip = write_planes_clip(tmp_path / "u.mkv", [planes] * 2, tags=None)
+    pal = write_planes_clip(tmp_path / "pal.mkv", [flat_planes(720, 576, (100, 128, 128))], tags=None)
+    assert (hdrvideo.probe(pal).video.matrix, hdrvideo.probe(pal).video.primaries) == ("bt601", "bt601-625")
+    proc = run_cli("probe", str(clip))
+    assert ("Convert reads it as      : matrix bt601 (guessed), primaries bt709 (guessed), range limited (guessed), "
+            "chroma siting left") in proc.stdout, proc.stdout
+    proc = run_cli("probe", str(clip), "--input-matrix", "bt709", "--input-range", "limited")
+    assert "matrix bt709 (override), primaries bt709 (guessed), range limited (override)" in proc.stdout
+
+    def codes(matrix: str, primaries: str, full: bool = False) -> tuple[int, int, int]:
+        t = [torch.from_numpy(p.astype(np.int32))[None] for p in planes]
+        rgb = C.planes_to_rgb(*t, matrix, 8, full, "left", torch.float64).clamp(0, 1)
+        rgb = C.convert_primaries_display(rgb, primaries, "bt709")
+        y, cb, cr = C.rgb_to_planes(C.bt2408_sdr_to_pq(rgb), "bt2020", 10, False)
+        return int(y[0, 18, 32]), int(cb[0, 9, 16]), int(cr[0, 9, 16])
+
+    cases = [({}, codes("bt601", "bt709"), "bt601 (guessed)"),
+             ({"input_matrix": "bt709"}, codes("bt709", "bt709"), "bt709 (override)"),
+             ({"input_matrix": "bt709", "input_primaries": "bt601-625", "input_range": "full"},
+              codes("bt709", "bt601-625", True), "bt709 (override)")]
+    assert len({c[1] for c in cases}) == 3  # the three readings give different output
+    for k, (opts, expected, matrix_word) in enumerate(cases):
+        out = tmp_path / f"o{k}.mkv"
+        report = hdrvideo.convert(clip, out, crf=4, **opts, **FAST)
+        y, cb, cr = decode_planes(out)[0]
+        got = (int(y[18, 32]), int(cb[9, 16]), int(cr[9, 16]))
+        assert all(abs(g - e) <= 2 for g, e in zip(got, expected)), (opts, got, expected)
+        assert report.input_colour["matrix"] == matrix_word
+        assert bool([w for w in report.warnings if w.startswith("assumed matrix")]) == ("input_matrix" not in opts)
+    with pytest.raises(UsageError, match="input matrix"):
+        hdrvideo.convert(clip, tmp_path / "x.mkv", input_matrix="smpte240m")
+    proc = run_cli("convert", str(clip), "--input-primaries", "p3")
+    assert proc.returncode == 2 and "p3" in proc.stderr and not (tmp_path / "u.hdr10.mkv").exists()
+
+
+def test_rotation_is_probed_and_kept(tmp_path):
+    src = write_h264_clip(tmp_path / "phone.mp4", 3, rotation=90)
+    assert hdrvideo.probe(src).video.rotation == 90
+    assert "Rotation                 : 90°" in run_cli("probe", str(src)).stdout
+    out = tmp_path / "phone.hdr10.mp4"
+    hdrvideo.convert(src, out, **FAST)
+    assert hdrvideo.probe(out).video.rotation == 90
+    assert hdrvideo.probe(write_h264_clip(tmp_path / "flat.mp4", 2)).video.rotation == 0
+
+
+# ------------------------------------------------------------------ 13. batch resume and output
+
+
+def test_batch_resume_rejects_truncated_output(tmp_path):
+    from hdrvideo.farm.batch import Job, check_output, run_batch
+    from hdrvideo.farm.engines import LocalEngine
+
+    src = write_h264_clip(tmp_path / "a.mp4", 24, audio_seconds=1.0)
+    out = tmp_path / "out" / "a.hdr10.mp4"
+    state = tmp_path / "state.json"
+    here = LocalEngine(1, in_process=True)
+    first = run_batch([Job(str(src), str(out), options=FAST)], state, engine=here)
+    assert [j.status for j in first.jobs] == ["done"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.mp4", "out", "state.json"]  # no .lock left
+    entry = json.loads(state.read_text())["jobs"][str(out)]
+    data = out.read_bytes()
+    out.write_bytes(data[: len(data) // 2])
+    # the header still lists 24 frames; counting the packets that can be read finds the cut
+    why = check_output(str(out), entry["report"])
+    assert why is not None and ("readable frames" in why or "cut short" in why), why
+    assert "bytes" in check_output(str(out), entry["report"], entry["bytes"])
+    second = run_batch([Job(str(src), str(out), options=FAST)], state, engine=here)
+    assert [j.status for j in second.jobs] == ["done"]
+    assert check_output(str(out), second.jobs[0].report) is None and len(decode_planes(out)) == 24
+    third = run_batch([Job(str(src), str(out), options=FAST)], state, engine=here)
+    assert [j.status for j in third.jobs] == ["skipped"]
+
+
+def test_state_lock_is_exclusive_and_removed(tmp_path):
+    from hdrvideo.farm.batch import BatchState
+    from hdrvideo.fsutil import ExclusiveLock
+
+    state = tmp_path / "s.json"
+    other = ExclusiveLock(str(state) + ".lock")
+    assert other.acquire()
+    with pytest.raises(UsageError, match="another batch"):
+        BatchState(state)
+    other.release()
+    assert not (tmp_path / "s.json.lock").exists()
+    with BatchState(state):
+        assert (tmp_path / "s.json.lock").exists()
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_batch_cli_summary_uncut_and_warnings_name_their_job(tmp_path):
+    name = "a_rather_long_reel_name_from_the_camera_0001.mkv"
+    (tmp_path / "in").mkdir()
+    write_planes_clip(tmp_path / "in" / name, [flat_planes(64, 36, (120, 128, 128))] * 2, tags=None)
+    proc = run_cli("batch", "--input-dir", str(tmp_path / "in"), "--output-dir", str(tmp_path / "out"),
+                   "-O", "x265_preset=ultrafast", "--workers", "2")
+    assert proc.returncode == 0, proc.stderr
+    assert name in proc.stdout and name.replace(".mkv", ".hdr10.mkv") in proc.stdout  # not cut to fit 80 columns
+    row = next(ln for ln in proc.stdout.splitlines() if name in ln)
+    assert "done" in row and " 2 " in row  # the frames column is there too
+    assert f"job 1 ({name}): assumed matrix bt601" in " ".join(proc.stderr.split())
+    out = tmp_path / "out"
+    assert sorted(p.name for p in out.iterdir()) == [".hdrvideo-batch.state.json", name.replace(".mkv", ".hdr10.mkv")]
+
+
+def test_manifest_columns_set_the_input_options(tmp_path, interlaced):
+    from hdrvideo.farm.batch import load_manifest
+    from hdrvideo.pipeline import ConvertOptions, Pipeline
+
+    (tmp_path / "jobs.csv").write_text(
+        "input,output,deinterlace,input_matrix,input_primaries,input_range\n"
+        f"{interlaced},a.mkv,off,bt709,bt601-625,full\n"
+        f"{interlaced},b.mkv,,,,\n")
+    a, b = load_manifest(tmp_path / "jobs.csv")
+    assert a.options == {"deinterlace": "off", "input_matrix": "bt709", "input_primaries": "bt601-625",
+                         "input_range": "full"} and b.options == {}
+    plan_a = Pipeline(a.input, a.output, ConvertOptions(**a.options)).plan()
+    plan_b = Pipeline(b.input, b.output, ConvertOptions(**b.options)).plan()
+    assert (plan_a.video.matrix, plan_a.video.primaries, plan_a.video.full_range) == ("bt709", "bt601-625", True)
+    assert plan_a.deinterlace is None and plan_a.time_base == Fraction(1, 1000)
+    assert plan_b.deinterlace == ("all", "auto") and plan_b.time_base == Fraction(1, 2000) and plan_b.total == 20
