@@ -346,6 +346,7 @@ def test_truncated_input_converts_what_decodes(tmp_path):
     report = hdrvideo.convert(cut, tmp_path / "cut.hdr10.mkv", **FAST)
     assert 5 <= report.frames < 24
     assert len(decode_planes(tmp_path / "cut.hdr10.mkv")) == report.frames
+    assert len([w for w in report.warnings if w.startswith("input is truncated")]) == 1
 
 
 def test_existing_output_needs_force_and_is_untouched(tmp_path, sample_clip):

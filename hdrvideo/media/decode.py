@@ -346,7 +346,7 @@ class Decoder:
         frame_s = 1 / info.rate if info.rate else Fraction(0)
         short_by_count = not seeked and not window_ended and info.frames > 0 and st.packets < info.frames
         short_by_time = (declared is not None and last_end is not None
-                         and declared - last_end > max(Fraction(1, 2), 2 * frame_s))
+                         and declared - last_end > max(Fraction(1, 5), 2 * frame_s))
         if st.truncated or short_by_count or short_by_time:
             if short_by_count:
                 what = f"{st.packets} of the {info.frames} frames its container lists"
