@@ -306,10 +306,9 @@ def probe_lines(info) -> list[tuple[str, str]]:
             rows.append(("Frame count", str(v.frames)))
         rows.append(("Scan type", _scan_words(v)))
         rows.append(("Rotation", f"{v.rotation}°" if v.rotation else "none"))
-        if not v.is_rgb:
-            from .pipeline import _colour_words
+        from .media.probe import colour_reading
 
-            rows.append(("Convert reads it as", _colour_line(_colour_words(v))))
+        rows.append(("Convert reads it as", _colour_line(colour_reading(v))))
     h = info.hdr10
     if h.get("mastering_primaries"):
         rows.append(("HDR format", "SMPTE ST 2086, HDR10 compatible"))

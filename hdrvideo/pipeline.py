@@ -39,7 +39,7 @@ from .media.decode import Decoder, FrameBatch, parse_time
 from .media.encode import EncoderConfig, HevcEncoder, check_encoder
 from .media.hdr10_boxes import MasteringMetadata
 from .media.mux import OUTPUT_FORMATS, StreamWindow, mux_final, output_format
-from .media.probe import MediaInfo, VideoInfo, apply_colour_overrides, probe, require_sdr_video
+from .media.probe import MediaInfo, VideoInfo, apply_colour_overrides, colour_reading, probe, require_sdr_video
 from .presets import Preset, load_preset, output_size
 from .processors import Processor, build_processor
 from .stages import PackedBatch, ProcessStage, build_chain
@@ -199,18 +199,6 @@ def input_notices(info: MediaInfo, video: VideoInfo, preset: Preset, options: Co
     if options.weights and preset.processor != "neural":
         notes.append(f"--weights is ignored: preset {preset.name} uses no network")
     return notes
-
-
-def _colour_words(video: VideoInfo) -> dict[str, str]:
-    words = {"tag": "tagged", "guess": "guessed", "override": "override"}
-    src = video.colour_source
-    out = {
-        "matrix": "rgb" if video.is_rgb else video.matrix,
-        "primaries": video.primaries,
-        "range": "full" if video.full_range else "limited",
-    }
-    return {k: f"{v} ({words[src[k]]})" if k in src and not video.is_rgb else v for k, v in out.items()} | {
-        "chroma_siting": video.chroma_siting}
 
 
 # --------------------------------------------------------------------------------------
@@ -647,7 +635,7 @@ class Pipeline:
             stage_seconds={k: round(v, 3) for k, v in self._busy.items()},
             warnings=warnings, streams_copied=mux.copied,
             peak_rss_mb=round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
-            input_colour=_colour_words(video),
+            input_colour=colour_reading(video),
         )
         if opt.progress:
             opt.progress(ProgressEvent(frames, frames, report.fps, 0.0, "done"))

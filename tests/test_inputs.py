@@ -117,13 +117,51 @@ def test_timecode_arithmetic_drop_frame():
     assert shift_timecode("01:00:00:24", Fraction(25), Fraction(1, 25), Fraction(50)) == "01:00:01:00"
 
 
-def test_mkv_attachment_copied_into_mkv_and_skipped_once_for_mp4(tmp_path):
+def test_other_data_stream_skipped_with_one_warning(tmp_path):
+    src = tmp_path / "drone.ts"
+    with av.open(str(src), "w") as out:
+        vs = out.add_stream("libx264", rate=25)
+        vs.width, vs.height, vs.pix_fmt = 64, 48, "yuv420p"
+        klv = out.add_data_stream("klv")  # SMPTE 336 KLV metadata, as drones and cameras write it
+        for i in range(4):
+            f = av.VideoFrame(64, 48, "yuv420p")
+            f.pts = i
+            for p in vs.encode(f):
+                out.mux(p)
+            pk = av.Packet(b"\x06\x0e\x2b\x34" + bytes(12))
+            pk.stream, pk.pts, pk.dts, pk.time_base = klv, i * 3600, i * 3600, Fraction(1, 90000)
+            out.mux(pk)
+        for p in vs.encode(None):
+            out.mux(p)
+    proc = run_cli("probe", str(src))
+    assert proc.returncode == 0 and "data klv" in proc.stdout
+    report = hdrvideo.convert(src, tmp_path / "out.mp4", **FAST)
+    assert one(report.warnings, "data stream") == "data stream #1 (klv) cannot be copied; skipped"
+    assert report.frames == 4 and stream_types(tmp_path / "out.mp4") == ["video"]
+
+
+def jpeg(size: int = 16) -> bytes:
+    import io
+
+    buf = io.BytesIO()
+    with av.open(buf, "w", format="mjpeg") as c:
+        s = c.add_stream("mjpeg", rate=1)
+        s.width = s.height = size
+        s.pix_fmt = "yuvj420p"
+        frame = av.VideoFrame.from_ndarray(np.full((size, size, 3), 200, np.uint8), format="rgb24")
+        for p in s.encode(frame.reformat(format="yuvj420p")) + s.encode(None):
+            c.mux(p)
+    return buf.getvalue()
+
+
+def test_mkv_attachments_copied_into_mkv_and_skipped_once_for_mp4(tmp_path):
     src = tmp_path / "subs.mkv"
-    font = bytes(range(256)) * 4
+    font, cover = bytes(range(256)) * 4, jpeg()
     out = av.open(str(src), "w")
     vs = out.add_stream("ffv1", rate=24)
     vs.width, vs.height, vs.pix_fmt = 64, 36, "yuv420p"
     out.add_attachment("Font.ttf", "application/x-truetype-font", font)
+    out.add_attachment("cover.jpg", "image/jpeg", cover)  # FFmpeg shows it as a cover-art video stream
     for i in range(3):
         f = av.VideoFrame(64, 36, "yuv420p")
         for p, v in zip(f.planes, (120, 128, 128)):
@@ -137,15 +175,22 @@ def test_mkv_attachment_copied_into_mkv_and_skipped_once_for_mp4(tmp_path):
 
     proc = run_cli("probe", str(src))
     assert proc.returncode == 0 and "attachment application/x-truetype-font Font.ttf" in proc.stdout, proc.stdout
+    assert "video mjpeg (cover art)" in proc.stdout
     mkv = tmp_path / "out.mkv"
     report = hdrvideo.convert(src, mkv, **FAST)
-    assert not [w for w in report.warnings if "attachment" in w]
+    assert [w for w in report.warnings if not w.startswith("assumed ")] == []
+    assert report.streams_copied == ["attachment #1 Font.ttf", "attachment #2 cover.jpg"]
     with av.open(str(mkv)) as c:
         att = [s for s in c.streams if s.type == "attachment"]
         assert len(att) == 1 and att[0].data == font and att[0].metadata["filename"] == "Font.ttf"
+        pic = [s for s in c.streams.video if s.disposition & av.stream.Disposition.attached_pic]
+        assert len(pic) == 1 and pic[0].metadata["filename"] == "cover.jpg"
+        assert bytes(next(p for p in c.demux(pic[0]) if p.size)) == cover
+    assert hdrvideo.probe(mkv).video.index == 0  # the cover is not taken for the video
     mp4 = tmp_path / "out.mp4"
     report = hdrvideo.convert(src, mp4, **FAST)
     assert "attachment #1 (Font.ttf) cannot be stored in mp4" in one(report.warnings, "attachment")
+    assert "cover art (stream #2 mjpeg) cannot be stored in mp4" in one(report.warnings, "cover art")
     assert stream_types(mp4) == ["video"] and report.frames == 3
 
 

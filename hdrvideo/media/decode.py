@@ -174,7 +174,6 @@ class Deinterlacer:
         self.deint = deint
         self.parity = parity
         self.graph: av.filter.Graph | None = None
-        self.description = f"bwdif (send_field, parity {parity}, deint {deint})"
 
     def _build(self, frame: av.VideoFrame) -> None:
         g = av.filter.Graph()
@@ -354,7 +353,7 @@ class Decoder:
                 what = f"{float(last_end - t0):.3f} s of the {float(declared - t0):.3f} s its container declares"
             else:
                 what = f"{st.packets} frames (a packet is cut short)"
-            damaged = f", {st.lost} of them damaged and skipped" if st.lost else ""
+            damaged = f"; {st.lost} damaged frame(s) skipped" if st.lost else ""
             self._warn(f"input is truncated: it ends after {what}; converted the {st.frames} frame(s) it has{damaged}")
         elif st.lost:
             self._warn(f"input is damaged: {st.lost} frame(s) could not be decoded and were skipped "

@@ -118,7 +118,20 @@ def _carry_extras(src, out, fmt: str, ovideo, vencoded, window: StreamWindow, re
             result.copied.append(f"timecode {shifted}" + (" (tmcd track)" if fmt in ("mp4", "mov") else " (tag)"))
     for s in src.streams:
         if s.type == "video" and s.disposition & av.stream.Disposition.attached_pic:
-            _skip(result, f"cover art (stream #{s.index} {s.codec_context.name}) is not copied")
+            if fmt != "matroska":
+                _skip(result, f"cover art (stream #{s.index} {s.codec_context.name}) cannot be stored in {fmt}; "
+                              "skipped (use .mkv)")
+                continue
+            # FFmpeg shows a Matroska image attachment (and MP4 cover art) as a one-packet video
+            # stream; written back as an attachment it is the same Matroska element again
+            name = s.metadata.get("filename") or f"cover{_IMAGE_TYPES.get(s.codec_context.name, ('', ''))[1]}"
+            mimetype = s.metadata.get("mimetype") or _IMAGE_TYPES.get(s.codec_context.name, ("image/jpeg", ""))[0]
+            try:
+                out.add_attachment(name, mimetype, _attached_picture(src.name, s.index))
+            except (ValueError, av.error.FFmpegError, StopIteration) as err:
+                _skip(result, f"cover art #{s.index} ({name}) could not be copied ({err}); skipped")
+                continue
+            result.copied.append(f"attachment #{s.index} {name}")
         elif s.type == "data":
             if _meta(s.metadata, "timecode") and timecode:
                 continue  # carried as the output's timecode
@@ -135,6 +148,18 @@ def _carry_extras(src, out, fmt: str, ovideo, vencoded, window: StreamWindow, re
                 _skip(result, f"attachment #{s.index} ({name}) could not be copied ({err}); skipped")
                 continue
             result.copied.append(f"attachment #{s.index} {name}")
+
+
+_IMAGE_TYPES = {"mjpeg": ("image/jpeg", ".jpg"), "png": ("image/png", ".png"), "webp": ("image/webp", ".webp")}
+
+
+def _attached_picture(path: str, index: int) -> bytes:
+    """The picture of an attached-picture stream (its one packet), read from a separate open."""
+    with open_input(path) as c:
+        for packet in c.demux(c.streams[index]):
+            if packet.size:
+                return bytes(packet)
+    raise StopIteration("no picture")
 
 
 def _skip(result: MuxResult, msg: str) -> None:

@@ -14,7 +14,7 @@ import av
 from ..errors import InputError, UnsupportedInputError, UsageError
 
 __all__ = ["VideoInfo", "MediaInfo", "probe", "open_input", "guess_matrix", "guess_primaries",
-           "apply_colour_overrides", "INPUT_MATRICES", "INPUT_PRIMARIES", "INPUT_RANGES"]
+           "apply_colour_overrides", "colour_reading", "INPUT_MATRICES", "INPUT_PRIMARIES", "INPUT_RANGES"]
 
 # FFmpeg AVColorPrimaries / AVColorTransferCharacteristic / AVColorSpace / AVColorRange
 # (= ITU-T H.273 code points) → our names.
@@ -217,6 +217,21 @@ def apply_colour_overrides(video: VideoInfo, matrix: str | None = None, primarie
     if "primaries" in changes and source.get("primaries") == "guess":
         assumed += (f"primaries {changes['primaries']} (untagged; follows --input-matrix {matrix})",)
     return dataclasses.replace(video, assumed=assumed, colour_source=source, **changes)
+
+
+def colour_reading(video: VideoInfo) -> dict[str, str]:
+    """How a conversion reads the input's colour, each value with where it came from.
+
+    ``{"matrix": "bt601 (guessed)", "primaries": "bt709 (tagged)", "range": "full (override)",
+    "chroma_siting": "left"}``.
+    """
+    words = {"tag": "tagged", "guess": "guessed", "override": "override"}
+    values = {"matrix": "rgb" if video.is_rgb else video.matrix, "primaries": video.primaries,
+              "range": "full" if video.full_range else "limited"}
+    out = {k: f"{v} ({words[video.colour_source[k]]})" if k in video.colour_source and not (video.is_rgb and k != "primaries")
+           else v for k, v in values.items()}
+    out["chroma_siting"] = video.chroma_siting
+    return out
 
 
 def _first_frame(container: av.container.InputContainer, stream) -> av.VideoFrame | None:
