@@ -193,7 +193,7 @@ def print_report(report, as_json: bool) -> None:
         f"{report.fps:.2f} fps, {report.seconds:.1f} s\n"
         f"  preset {report.preset}: {report.processor}; {report.encoder}\n"
         f"  MaxCLL {report.max_cll} cd/m², MaxFALL {report.max_fall} cd/m²"
-        + (f"\n  input colour: {_colour_line(report.input_colour)}" if getattr(report, "input_colour", None) else ""),
+        + (f"\n  input colour: {_colour_line(report.input_colour)}" if report.input_colour else ""),
         highlight=False,
     )
     for w_ in report.warnings:
