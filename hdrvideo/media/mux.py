@@ -5,9 +5,11 @@ Besides audio and subtitles, a source carries *data* streams (a MOV/MP4 ``tmcd``
 track, GoPro telemetry, …) and *attachments* (Matroska fonts and cover images). The start
 timecode (of a ``tmcd`` track, or a ``timecode`` tag) is carried over, shifted to the first
 converted frame: as the output video stream's ``timecode`` metadata, from which FFmpeg's
-mov/mp4 muxer writes a ``tmcd`` track and its Matroska muxer a ``TIMECODE`` tag (PyAV cannot
-create a data stream by stream copy, and Matroska has no timecode track). Attachments are
-copied into Matroska. Everything else is left out with one warning line per stream.
+mov/mp4 muxer writes a ``tmcd`` track and its Matroska muxer a ``TIMECODE`` tag. (A ``tmcd``
+track stream-copied through PyAV's ``add_stream_from_template`` does not mux with FFmpeg 8.1,
+"Invalid argument"; nor could a copied sample be shifted for ``--start``. Matroska has no
+timecode track.) Attachments are copied into Matroska. Everything else is left out with one
+warning line per stream.
 """
 
 from __future__ import annotations
