@@ -179,7 +179,7 @@ class _Progress:
             sys.stderr.flush()
         elif self.bar is not None:
             self.bar.update(self.task, completed=event.frame, total=event.total or None, fps=event.fps,
-                            description="muxing" if event.stage == "mux" else "converting")
+                            description={"mux": "muxing", "analyse": "analysing (pass 1)"}.get(event.stage, "converting"))
 
 
 def print_report(report, as_json: bool) -> None:
@@ -236,6 +236,23 @@ def convert(
     input_matrix: Annotated[Optional[InputMatrix], typer.Option("--input-matrix", help="Read the input's Y'CbCr with this matrix, whatever its tags say.")] = None,
     input_primaries: Annotated[Optional[InputPrimaries], typer.Option("--input-primaries", help="The input's colour primaries, whatever its tags say.")] = None,
     input_range: Annotated[Optional[InputRange], typer.Option("--input-range", help="The input's code range, whatever its tags say.")] = None,
+    x265_params: Annotated[Optional[str], typer.Option("--x265-params", help="Extra libx265 parameters k=v:k=v (HDR10 signalling keys are refused).", rich_help_panel="Delivery")] = None,
+    keyint: Annotated[Optional[str], typer.Option("--keyint", help="A keyframe exactly every N frames, or every Ns seconds (2s).", rich_help_panel="Delivery")] = None,
+    closed_gop: Annotated[Optional[bool], typer.Option("--closed-gop/--open-gop", help="Closed GOPs: every keyframe an IDR, no references across it.", rich_help_panel="Delivery")] = None,
+    bitrate: Annotated[Optional[str], typer.Option("--bitrate", help="Average bit rate (ABR) instead of --crf, e.g. 8M.", rich_help_panel="Delivery")] = None,
+    maxrate: Annotated[Optional[str], typer.Option("--maxrate", help="VBV peak rate (with --bufsize), e.g. 10M.", rich_help_panel="Delivery")] = None,
+    bufsize: Annotated[Optional[str], typer.Option("--bufsize", help="VBV buffer size in bits, e.g. 20M.", rich_help_panel="Delivery")] = None,
+    two_pass: Annotated[Optional[bool], typer.Option("--two-pass/--one-pass", help="Two-pass encode to --bitrate.", rich_help_panel="Delivery")] = None,
+    two_pass_cache: Annotated[str, typer.Option("--two-pass-cache", help="Second-pass frames: auto, planes (lossless cache on disk) or recompute.", rich_help_panel="Delivery")] = "auto",
+    level: Annotated[Optional[str], typer.Option("--level", help="HEVC level, e.g. 5.1 (refused if the output cannot fit it).", rich_help_panel="Delivery")] = None,
+    tier: Annotated[Optional[str], typer.Option("--tier", help="HEVC tier: main or high.", rich_help_panel="Delivery")] = None,
+    fragmented: Annotated[Optional[bool], typer.Option("--fragmented/--no-fragmented", help="Fragmented (CMAF-style) MP4, fragments at keyframes.", rich_help_panel="Delivery")] = None,
+    audio: Annotated[Optional[str], typer.Option("--audio", help="copy (default), aac or none.", rich_help_panel="Delivery")] = None,
+    audio_bitrate: Annotated[Optional[str], typer.Option("--audio-bitrate", help="AAC bit rate, e.g. 128k (default 64k per channel).", rich_help_panel="Delivery")] = None,
+    audio_streams: Annotated[Optional[str], typer.Option("--audio-streams", help="Audio streams to keep: indices or language codes (1,eng), all or none.", rich_help_panel="Delivery")] = None,
+    subtitle_streams: Annotated[Optional[str], typer.Option("--subtitle-streams", help="Subtitle streams to keep: indices or language codes, all or none.", rich_help_panel="Delivery")] = None,
+    crop: Annotated[Optional[str], typer.Option("--crop", help="Remove bars first: auto (detect) or W:H:X:Y.", rich_help_panel="Delivery")] = None,
+    pad_back: Annotated[Optional[bool], typer.Option("--pad-back/--no-pad-back", help="Pad a cropped picture back to the full frame with black bars.", rich_help_panel="Delivery")] = None,
 ) -> None:
     """Convert an SDR video to HDR10 (HEVC Main10, PQ, BT.2020, ST 2086 + MaxCLL/MaxFALL)."""
     from .pipeline import ConvertOptions, Pipeline
@@ -248,6 +265,10 @@ def convert(
             tile=tile, force=force, copy_audio=not no_audio, copy_subtitles=not no_subtitles, light_level=light_level,
             progress=sink if sink.mode != ProgressMode.none else None, deinterlace=deinterlace.value,
             input_matrix=_value(input_matrix), input_primaries=_value(input_primaries), input_range=_value(input_range),
+            x265_params=x265_params, keyint=keyint, closed_gop=closed_gop, bitrate=bitrate, maxrate=maxrate,
+            bufsize=bufsize, two_pass=two_pass, two_pass_cache=two_pass_cache, level=level, tier=tier,
+            fragmented=fragmented, audio=audio, audio_bitrate=audio_bitrate, audio_streams=audio_streams,
+            subtitle_streams=subtitle_streams, crop=crop, pad_back=pad_back,
         )
         if chunks != 1 or engine != "local":
             import dataclasses

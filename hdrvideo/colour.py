@@ -780,3 +780,12 @@ def sdr_bt709_signal(rgb2020_relative: Tensor, l_w: float = 1.0) -> Tensor:
     """
     lin709 = bt2020_to_bt709(rgb2020_relative).clamp(0.0, l_w)
     return bt1886_inverse_eotf(lin709, l_w=l_w, l_b=0.0).clamp(0.0, 1.0)
+
+
+def black_codes(bit_depth: int = 10, full_range: bool = False) -> tuple[int, int]:
+    """(Y′, Cb = Cr) codes of black, R′G′B′ = 0 (BT.2100-2 Table 9): 64 and 512 for 10-bit limited."""
+    _ys, yo, _cs, co = _quant_params(bit_depth, full_range)
+    return int(yo), int(co)
+
+
+__all__ += ["black_codes"]

@@ -15,6 +15,7 @@ from the plan. Timestamps travel with the frames; nothing is recomputed from a f
 from __future__ import annotations
 
 import dataclasses
+import gc
 import logging
 import math
 import os
@@ -35,14 +36,17 @@ import torch
 from . import colour
 from . import errors as hdrvideo_errors
 from .errors import InputError, OutputExistsError, UnsupportedInputError, UsageError
+from .media.crop import CropRect, check_crop, detect_crop, parse_crop
 from .media.decode import Decoder, FrameBatch, parse_time
-from .media.encode import EncoderConfig, HevcEncoder, check_encoder
+from .media.encode import EncoderConfig, HevcEncoder, check_encoder, check_x265_params, parse_keyint, parse_rate
 from .media.hdr10_boxes import MasteringMetadata
-from .media.mux import OUTPUT_FORMATS, StreamWindow, mux_final, output_format
+from .media.hevc_levels import check_level, parse_level
+from .media.mux import OUTPUT_FORMATS, MuxOptions, StreamWindow, mux_final, output_format, parse_selection, select_streams
+from .media.plane_cache import PlaneCacheReader, PlaneCacheWriter
 from .media.probe import MediaInfo, VideoInfo, apply_colour_overrides, colour_reading, probe, require_sdr_video
-from .presets import Preset, load_preset, output_size
+from .presets import Preset, check_delivery, load_preset, output_size
 from .processors import Processor, build_processor
-from .stages import PackedBatch, ProcessStage, build_chain
+from .stages import PackedBatch, PadPlanes, ProcessStage, build_chain
 
 __all__ = ["ConvertOptions", "ProgressEvent", "Report", "Plan", "Pipeline", "ProcessStage", "PackedBatch", "LightMeter",
            "default_output", "convert", "input_video", "deinterlace_settings", "input_notices", "DEINTERLACE_MODES"]
@@ -89,6 +93,26 @@ class ConvertOptions:
     progress: Callable[[ProgressEvent], None] | None = None
     #: extra options for the inference backend (e.g. ``{"threads": 2}`` for onnxruntime)
     backend_options: dict[str, Any] | None = None
+    # Delivery (README "Delivery"); None = the preset's [encode] value. Rates: bit/s or "8M"/"800k".
+    x265_params: str | None = None  # "k=v:k=v", merged with the HDR10 parameters
+    keyint: int | str | None = None  # keyframe every N frames exactly, or "2s"
+    closed_gop: bool | None = None
+    bitrate: int | str | None = None  # average bit rate (ABR) instead of crf
+    maxrate: int | str | None = None  # VBV peak rate (with bufsize), with crf or bitrate
+    bufsize: int | str | None = None
+    two_pass: bool | None = None  # with bitrate
+    two_pass_cache: str = "auto"  # auto | planes | recompute: how the second pass gets its frames
+    level: str | float | None = None  # HEVC level, "5.1"
+    tier: str | None = None  # main | high
+    fragmented: bool | None = None  # fragmented (CMAF-style) MP4/MOV
+    audio: str | None = None  # copy | aac | none (copy_audio=False means none)
+    audio_bitrate: int | str | None = None  # AAC; default 64 kbit/s per channel
+    audio_streams: str | list | None = None  # indices / language codes, "all" (default) or "none"
+    subtitle_streams: str | list | None = None
+    crop: str | None = None  # "auto", "W:H:X:Y" or "none"
+    pad_back: bool | None = None  # pad a cropped picture back to the full frame with black bars
+    #: (first, count): only these frames, by index in presentation order (chunked conversion)
+    frame_range: tuple[int, int] | None = None
 
 
 @dataclass
@@ -113,6 +137,7 @@ class Report:
     peak_rss_mb: float = 0.0
     #: how the input's colour was read: {"matrix": "bt601 (guessed)", "primaries": …, "range": …}
     input_colour: dict[str, str] = field(default_factory=dict)
+    crop: str = ""  # the crop applied, W:H:X:Y ("" = none)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -141,6 +166,45 @@ def default_output(src: str | os.PathLike[str]) -> Path:
     p = Path(src)
     ext = p.suffix.lower() if p.suffix.lower() in OUTPUT_FORMATS else ".mp4"
     return p.with_name(p.stem + ".hdr10" + ext)
+
+
+def _even(value: Fraction | float) -> int:
+    return int(round(value / 2)) * 2
+
+
+def resolve_delivery(preset: Preset, rate: Fraction | None, out_size: tuple[int, int]) -> Preset:
+    """The preset with its delivery settings resolved for this output (``rate``: its frame rate):
+    rates in bit/s, the keyframe interval in frames, the level normalised — and the level
+    checked against the output's size, frame rate and rates (H.265 Annex A)."""
+    e = preset.encode
+    enc = dataclasses.replace(
+        e, keyint=parse_keyint(e.keyint, rate), bitrate=parse_rate(e.bitrate, "bitrate"),
+        maxrate=parse_rate(e.maxrate, "maxrate"), bufsize=parse_rate(e.bufsize, "bufsize"),
+        audio_bitrate=parse_rate(e.audio_bitrate, "audio bitrate"), level=parse_level(e.level),
+        x265_params=check_x265_params(e.x265_params, keyint=bool(e.keyint), closed_gop=e.closed_gop))
+    check_level(enc.level, enc.tier, out_size[0], out_size[1], rate, enc.bitrate, enc.maxrate, enc.bufsize)
+    return preset.replace(encode=enc)
+
+
+def mux_options(opt: ConvertOptions, preset: Preset, info: MediaInfo, dst: str) -> tuple[MuxOptions, list[str]]:
+    """What the final mux keeps (streams checked against the input), and warnings."""
+    fmt, _tag = output_format(dst)
+    enc = preset.encode
+    if enc.fragmented and fmt not in ("mp4", "mov"):
+        raise UsageError("--fragmented applies to MP4/MOV output")
+    audio = enc.audio if opt.copy_audio else "none"
+    notes: list[str] = []
+    audio_ix = sub_ix = None
+    if audio != "none" and opt.audio_streams is not None:
+        picked, warn = select_streams(info.streams, "audio", parse_selection(opt.audio_streams))
+        audio_ix, notes = tuple(picked), notes + warn
+    if not opt.copy_subtitles:
+        sub_ix = ()
+    elif opt.subtitle_streams is not None:
+        picked, warn = select_streams(info.streams, "subtitle", parse_selection(opt.subtitle_streams))
+        sub_ix, notes = tuple(picked), notes + warn
+    return MuxOptions(audio=audio, audio_bitrate=parse_rate(enc.audio_bitrate, "audio bitrate"), audio_streams=audio_ix,
+                      subtitle_streams=sub_ix, fragmented=enc.fragmented), notes
 
 
 # --------------------------------------------------------------------------------------
@@ -311,6 +375,18 @@ class Plan:
     deinterlace: tuple[str, str] | None = None  # (deint, parity) of the bwdif deinterlacer, None = off
     #: what is assumed about the input or left out of the output, one line each
     notices: tuple[str, ...] = ()
+    crop: CropRect | None = None  # source rectangle the decoder keeps
+    picture_size: tuple[int, int] | None = None  # the processed picture; None = out_size
+    pad_offset: tuple[int, int] | None = None  # where the picture sits in out_size (--pad-back)
+    mux: MuxOptions = MuxOptions()
+    two_pass_cache: str = ""  # "planes" or "recompute" when preset.encode.two_pass
+    notes: tuple[str, ...] = ()  # warnings found while planning the delivery (stream selection)
+
+    @property
+    def rate(self) -> Fraction | None:
+        """The output's frame rate: the input's, twice it when deinterlacing (a frame per field)."""
+        v = self.video.rate
+        return v * 2 if (v and self.deinterlace is not None) else v
 
 
 class Pipeline:
@@ -352,13 +428,25 @@ class Pipeline:
         preset = preset.resolve(info.height)
         enc = preset.encode
         changes: dict[str, Any] = {}
-        if opt.encoder is not None or opt.crf is not None or opt.x265_preset is not None:
-            changes["encode"] = enc.__class__(
-                encoder=opt.encoder or enc.encoder,
-                crf=enc.crf if opt.crf is None else float(opt.crf),
-                x265_preset=opt.x265_preset or enc.x265_preset,
-                chroma_siting=enc.chroma_siting,
-            )
+        enc_changes = {f.name: getattr(opt, f.name) for f in dataclasses.fields(enc)
+                       if f.name != "chroma_siting" and getattr(opt, f.name, None) is not None}
+        if "crf" in enc_changes:
+            if enc_changes.get("bitrate"):
+                raise UsageError("--crf and --bitrate exclude each other (constant quality or average rate)")
+            enc_changes["crf"] = float(enc_changes["crf"])
+            enc_changes.setdefault("bitrate", 0)  # an explicit crf replaces the preset's bit rate
+            if not enc_changes["bitrate"]:
+                enc_changes.setdefault("two_pass", False)
+        if enc_changes:
+            enc = dataclasses.replace(enc, **enc_changes)
+            changes["encode"] = enc
+        check_delivery(enc)
+        if opt.crop is not None:
+            changes["crop"] = "" if str(opt.crop).strip().lower() in ("", "none") else str(opt.crop).strip()
+        if opt.pad_back is not None:
+            changes["pad_back"] = bool(opt.pad_back)
+        if opt.two_pass_cache not in ("auto", "planes", "recompute"):
+            raise UsageError("two_pass_cache must be auto, planes or recompute")
         if opt.batch is not None:
             if opt.batch < 1:
                 raise UsageError("--batch must be ≥ 1")
@@ -382,7 +470,19 @@ class Pipeline:
             raise InputError("--duration must be positive")
         if start is not None and video.duration and start >= Fraction(video.duration).limit_denominator(10**6):
             raise InputError(f"--start {float(start):g}s is beyond the end of the video ({video.duration:.3f}s)")
-        out_w, out_h = output_size(video.width, video.height, preset.scale, preset.target)
+        crop = self._crop(preset, video)
+        picture_size = pad_offset = None
+        if crop is not None and preset.pad_back:
+            out_w, out_h = output_size(video.width, video.height, preset.scale, preset.target)
+            fx, fy = Fraction(out_w, video.width), Fraction(out_h, video.height)
+            pic_w = min(out_w, _even(crop.width * fx))
+            pic_h = min(out_h, _even(crop.height * fy))
+            picture_size = (pic_w, pic_h)
+            pad_offset = (min(out_w - pic_w, _even(crop.x * fx)), min(out_h - pic_h, _even(crop.y * fy)))
+        elif crop is not None:
+            out_w, out_h = output_size(crop.width, crop.height, preset.scale, preset.target)
+        else:
+            out_w, out_h = output_size(video.width, video.height, preset.scale, preset.target)
         if out_w < MIN_OUTPUT_WIDTH:
             # libx265 4.x corrupts its heap on pictures 33–48 pixels wide (seen with FFmpeg 8.1's
             # build); nothing that narrow is a real HDR10 deliverable, so refuse cleanly.
@@ -397,6 +497,16 @@ class Pipeline:
         if deinterlace is not None:
             total *= 2  # one frame per field
         notices = input_notices(info, video, preset, opt, deinterlace)
+        if opt.frame_range is not None:
+            total = int(opt.frame_range[1])
+        rate = video.rate * 2 if (video.rate and deinterlace is not None) else video.rate  # = Plan.rate
+        preset = resolve_delivery(preset, rate, (out_w, out_h))
+        mux, notes = mux_options(opt, preset, info, self.dst)
+        cache = ""
+        if preset.encode.two_pass and preset.encode.encoder == "libx265":
+            cache = opt.two_pass_cache
+            if cache == "auto":  # re-running a network costs more than writing its output losslessly
+                cache = "planes" if preset.processor == "neural" else "recompute"
         m = preset.mastering
         return Plan(
             src=info.path, dst=self.dst, video=video, preset=preset, device=resolve_device(opt.device),
@@ -405,7 +515,20 @@ class Pipeline:
             assumed=tuple(n for n in notices if n.startswith("assumed ")),
             time_base=Fraction(video.time_base) / (2 if deinterlace else 1),
             deinterlace=deinterlace, notices=tuple(n for n in notices if not n.startswith("assumed ")),
+            crop=crop, picture_size=picture_size, pad_offset=pad_offset, mux=mux, two_pass_cache=cache,
+            notes=tuple(notes),
         )
+
+    def _crop(self, preset: Preset, video: VideoInfo) -> CropRect | None:
+        spec = preset.crop
+        if not spec:
+            return None
+        if spec == "auto":
+            t0 = time.perf_counter()
+            rect = detect_crop(self.src, video)
+            self._busy["crop"] = time.perf_counter() - t0
+            return rect
+        return check_crop(parse_crop(spec), video)
 
     # -- threads --------------------------------------------------------------------------
     def _put(self, q: queue.Queue, item: Any) -> None:
@@ -447,23 +570,41 @@ class Pipeline:
         check_encoder(plan.preset.encode.encoder)
         processor = build_processor(plan.preset, device=plan.device, weights=opt.weights, backend=opt.backend,
                                     **(opt.backend_options or {}))
-        warnings = list(plan.assumed) + list(plan.notices)
+        warnings = list(plan.assumed) + list(plan.notices) + list(plan.notes)
         for w in warnings:
             log.warning("%s", w)
-        decoder = Decoder(self.src, plan.video, plan.start, plan.duration, batch=plan.preset.batch,
-                          pin_memory=torch.device(plan.device).type == "cuda", buffers=opt.queue_size + 2,
-                          deinterlace=plan.deinterlace)
-        chain = build_chain(processor, plan.out_size, plan.mastering.max_luminance)
-        stage = ProcessStage(chain, decoder.layout, plan.video, processor.device, plan.preset.encode.chroma_siting,
-                             measure=opt.light_level == "input")
         tmpdir = tempfile.mkdtemp(prefix=f".{Path(self.dst).name}.", suffix=".hdrvideo-tmp",
                                   dir=os.path.dirname(os.path.abspath(self.dst)))
         try:
-            return self._run(t_start, plan, processor, decoder, stage, tmpdir, warnings)
+            return self._run(t_start, plan, processor, tmpdir, warnings)
         finally:
             shutil.rmtree(tmpdir, ignore_errors=True)
 
-    # -- the four threads ----------------------------------------------------------------
+    def _live_source(self, plan: Plan, processor: Processor) -> tuple[Decoder, ProcessStage]:
+        """The decoder and the device stage (chain, packing, padding) for one pass over the input."""
+        opt = self.options
+        c = plan.crop
+        decoder = Decoder(self.src, plan.video, plan.start, plan.duration, batch=plan.preset.batch,
+                          pin_memory=torch.device(plan.device).type == "cuda", buffers=opt.queue_size + 2,
+                          deinterlace=plan.deinterlace, crop=(c.width, c.height, c.x, c.y) if c else None,
+                          frame_range=opt.frame_range)
+        chain = build_chain(processor, plan.picture_size or plan.out_size, plan.mastering.max_luminance)
+        pad = PadPlanes(*plan.out_size, *plan.pad_offset) if plan.pad_offset is not None else None
+        stage = ProcessStage(chain, decoder.layout, plan.video, processor.device, plan.preset.encode.chroma_siting,
+                             measure=opt.light_level == "input", pad=pad)
+        return decoder, stage
+
+    def _encoder_config(self, plan: Plan) -> EncoderConfig:
+        e, video = plan.preset.encode, plan.video
+        return EncoderConfig(
+            width=plan.out_size[0], height=plan.out_size[1], time_base=plan.time_base or video.time_base,
+            rate=plan.rate,
+            encoder=e.encoder, crf=e.crf, x265_preset=e.x265_preset, chroma_siting=e.chroma_siting,
+            mastering=plan.mastering, extra_params=e.x265_params, keyint=int(e.keyint), closed_gop=e.closed_gop,
+            bitrate=int(e.bitrate), maxrate=int(e.maxrate), bufsize=int(e.bufsize), level=str(e.level), tier=e.tier,
+            multipass=e.two_pass and e.encoder == "hevc_nvenc", total_frames=plan.total)
+
+    # -- the threads ---------------------------------------------------------------------
     def _decode(self, decoder: Decoder, q_out: queue.Queue, device: torch.device) -> None:
         _yield_cpu_to_model(device)
         it = iter(decoder)
@@ -495,6 +636,20 @@ class Pipeline:
             self._put(q_out, packed)
         self._put(q_out, _END)
 
+    def _read_cache(self, reader: PlaneCacheReader, q_out: queue.Queue) -> None:
+        """Second pass from the first pass's lossless planes (no decoding or processing again)."""
+        it = iter(reader)
+        while True:
+            t0 = time.perf_counter()
+            try:
+                packed = next(it)
+            except StopIteration:
+                break
+            finally:
+                self._busy["decode"] += time.perf_counter() - t0
+            self._put(q_out, packed)
+        self._put(q_out, _END)
+
     def _measure(self, meter: LightMeter, q_in: queue.Queue) -> None:
         _yield_cpu_to_model(meter.device)
         while True:
@@ -506,7 +661,8 @@ class Pipeline:
                 break
 
     def _encode(self, plan: Plan, config: EncoderConfig, q_in: queue.Queue, meter: LightMeter | None,
-                q_meter: queue.Queue, state: dict[str, Any], decoder: Decoder) -> None:
+                q_meter: queue.Queue, state: dict[str, Any], source: Any, output: str | None,
+                cache: PlaneCacheWriter | None = None) -> None:
         _yield_cpu_to_model(torch.device(plan.device))
         enc = None
 
@@ -521,12 +677,14 @@ class Pipeline:
                 t0 = time.perf_counter()
                 if enc is None:
                     state["first_pts"] = packed.pts[0]
-                    config = dataclasses.replace(config, rotation=decoder.stats.rotation)  # known once decoding began
-                    enc = HevcEncoder(state["intermediate"], config, packet_sink=to_meter if meter else None)
+                    config = dataclasses.replace(config, rotation=source.stats.rotation)  # known once decoding began
+                    enc = HevcEncoder(output, config, packet_sink=to_meter if meter else None)
                     if meter is not None and enc.extradata:
                         meter.decoder.extradata = enc.extradata
                 for i, pts in enumerate(packed.pts):
                     enc.encode(packed.y[i], packed.cb[i], packed.cr[i], pts - state["first_pts"])
+                if cache is not None:
+                    cache.write(packed)
                 state["max"] = max(state["max"], float(packed.frame_max.max()))
                 state["fall"] = max(state["fall"], float(packed.frame_mean.max()))
                 self._frames_done += len(packed.pts)
@@ -535,39 +693,38 @@ class Pipeline:
                 t0 = time.perf_counter()
                 enc.close()
                 self._busy["encode"] += time.perf_counter() - t0
+            if cache is not None:
+                cache.close()
             if meter is not None:
                 self._put(q_meter, _END)
         except BaseException:
             if enc is not None:
                 enc.abort()
+            if cache is not None:
+                cache.abort()
             raise
 
-    def _run(self, t_start: float, plan: Plan, processor: Processor, decoder: Decoder, stage: ProcessStage,
-             tmpdir: str, warnings: list[str]) -> Report:
+    def _pass(self, t_start: float, plan: Plan, name: str, source: Any, stage: ProcessStage | None,
+              config: EncoderConfig, output: str | None, meter: LightMeter | None, state: dict[str, Any],
+              cache: PlaneCacheWriter | None = None) -> None:
+        """One pass over the frames: (decode → process | cached planes) → encode (→ measure), in
+        threads joined by bounded queues; progress events carry ``name`` as their stage."""
         opt = self.options
-        preset, video = plan.preset, plan.video
-        self._busy["setup"] = time.perf_counter() - t_start  # probe, model load, session/engine creation
+        self._frames_done = 0
         q_dec: queue.Queue = queue.Queue(maxsize=opt.queue_size)
         q_enc: queue.Queue = queue.Queue(maxsize=opt.queue_size)
         q_meter: queue.Queue = queue.Queue(maxsize=256)
-        meter = LightMeter(stage.device, preset.encode.chroma_siting) if opt.light_level == "decoded" else None
-        state: dict[str, Any] = {"max": 0.0, "fall": 0.0, "first_pts": None,
-                                 "intermediate": os.path.join(tmpdir, "video.mp4")}
-        final_tmp = os.path.join(tmpdir, "output" + Path(self.dst).suffix.lower())
-        rate = video.rate * 2 if (video.rate and plan.deinterlace is not None) else video.rate
-        config = EncoderConfig(
-            width=plan.out_size[0], height=plan.out_size[1], time_base=plan.time_base or video.time_base, rate=rate,
-            encoder=preset.encode.encoder, crf=preset.encode.crf, x265_preset=preset.encode.x265_preset,
-            chroma_siting=preset.encode.chroma_siting, mastering=plan.mastering)
-
-        jobs: list[tuple[str, Callable[[], None]]] = [
-            ("decode", lambda: self._decode(decoder, q_dec, stage.device)),
-            ("process", lambda: self._process(stage, q_dec, q_enc)),
-            ("encode", lambda: self._encode(plan, config, q_enc, meter, q_meter, state, decoder)),
-        ]
+        if stage is not None:
+            jobs: list[tuple[str, Callable[[], None]]] = [
+                ("decode", lambda: self._decode(source, q_dec, stage.device)),
+                ("process", lambda: self._process(stage, q_dec, q_enc)),
+            ]
+        else:
+            jobs = [("read", lambda: self._read_cache(source, q_enc))]
+        jobs.append(("encode", lambda: self._encode(plan, config, q_enc, meter, q_meter, state, source, output, cache)))
         if meter is not None:
             jobs.append(("measure", lambda: self._measure(meter, q_meter)))
-        threads = [threading.Thread(target=self._guard(fn), name=f"hdrvideo-{name}", daemon=True) for name, fn in jobs]
+        threads = [threading.Thread(target=self._guard(fn), name=f"hdrvideo-{n}", daemon=True) for n, fn in jobs]
         for t in threads:
             t.start()
         try:
@@ -576,25 +733,56 @@ class Pipeline:
                 for t in threads:
                     t.join(timeout=0.1)
                 if self._stop.is_set():  # a stage failed: unblock the decoder, then stop waiting
-                    decoder.stop = True
+                    source.stop = True
                     for t in threads:
                         t.join(timeout=30)
                     break
                 now = time.perf_counter()
                 if opt.progress and now - last_emit >= 0.5:
                     last_emit = now
-                    opt.progress(self._progress_event(t_start, plan.total, "convert"))
+                    opt.progress(self._progress_event(t_start, plan.total, name))
         except BaseException:
             self._stop.set()
-            decoder.stop = True
+            source.stop = True
             for t in threads:
                 t.join(timeout=30)
             raise
         if self._errors:
             raise self._errors[0]
+
+    def _run(self, t_start: float, plan: Plan, processor: Processor, tmpdir: str, warnings: list[str]) -> Report:
+        opt = self.options
+        preset, video = plan.preset, plan.video
+        self._busy["setup"] = time.perf_counter() - t_start  # probe, model load, session/engine creation
+        meter = LightMeter(torch.device(processor.device), preset.encode.chroma_siting) if opt.light_level == "decoded" else None
+        state: dict[str, Any] = {"max": 0.0, "fall": 0.0, "first_pts": None,
+                                 "intermediate": os.path.join(tmpdir, "video.mp4")}
+        final_tmp = os.path.join(tmpdir, "output" + Path(self.dst).suffix.lower())
+        config = self._encoder_config(plan)
+        decoder, stage = self._live_source(plan, processor)
+        source: Any = decoder
+        if plan.two_pass_cache:  # two-pass libx265: an analysis pass writes the stats file
+            stats = os.path.join(tmpdir, "x265-2pass.log")
+            writer = PlaneCacheWriter(os.path.join(tmpdir, "pass1-planes.nut"), plan.out_size,
+                                      plan.time_base or video.time_base, plan.rate) if plan.two_pass_cache == "planes" else None
+            self._pass(t_start, plan, "analyse", decoder, stage, dataclasses.replace(config, rc_pass=1, stats=stats),
+                       None, None, state, writer)
+            first_frames = self._frames_done
+            gc.collect()  # drop the first pass's encoder now: x265 completes its stats file when freed
+            if not os.path.exists(stats):
+                raise hdrvideo_errors.EncoderError("libx265 wrote no first-pass statistics")
+            config = dataclasses.replace(config, rc_pass=2, stats=stats)
+            if writer is not None:
+                source, stage = PlaneCacheReader(writer.path, plan.time_base or video.time_base, plan.preset.batch,
+                                                 decoder.stats), None
+            else:
+                source, stage = self._live_source(plan, processor)
+        self._pass(t_start, plan, "convert", source, stage, config, state["intermediate"], meter, state)
         frames = self._frames_done
         if frames == 0:
             raise InputError(f"no video frames in the selected span of {plan.src}")
+        if plan.two_pass_cache and frames != first_frames:
+            raise hdrvideo_errors.EncoderError(f"the second pass saw {frames} frames, the first {first_frames}")
         warnings += decoder.stats.warnings
 
         light = {"max": state["max"], "fall": state["fall"]}
@@ -619,7 +807,8 @@ class Pipeline:
         if opt.progress:
             opt.progress(self._progress_event(t_start, plan.total, "mux"))
         t0 = time.perf_counter()
-        mux = mux_final(state["intermediate"], self.src, final_tmp, meta, window, opt.copy_audio, opt.copy_subtitles)
+        mux = mux_final(state["intermediate"], self.src, final_tmp, meta, window, opt.copy_audio, opt.copy_subtitles,
+                        plan.mux)
         self._busy["mux"] += time.perf_counter() - t0
         warnings += mux.skipped
         if os.path.exists(self.dst) and not opt.force:
@@ -636,6 +825,7 @@ class Pipeline:
             warnings=warnings, streams_copied=mux.copied,
             peak_rss_mb=round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
             input_colour=colour_reading(video),
+            crop=str(plan.crop) if plan.crop else "",
         )
         if opt.progress:
             opt.progress(ProgressEvent(frames, frames, report.fps, 0.0, "done"))

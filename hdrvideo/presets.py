@@ -47,6 +47,19 @@ class EncodeSettings:
     crf: float = 18.0
     x265_preset: str = "medium"
     chroma_siting: str = "left"
+    # delivery (README "Delivery"): rates are bit/s or "8M"/"800k"; keyint is frames or "2s"
+    x265_params: str = ""
+    keyint: int | str = 0  # 0 = the encoder's scene-cut-driven GOPs
+    closed_gop: bool = False
+    bitrate: int | str = 0  # 0 = constant quality (crf)
+    maxrate: int | str = 0
+    bufsize: int | str = 0
+    two_pass: bool = False
+    level: str | float = ""  # "5.1"; "" = the encoder's choice
+    tier: str = "main"
+    fragmented: bool = False  # MP4/MOV: fragmented (CMAF-style) instead of moov-first
+    audio: str = "copy"  # copy | aac | none
+    audio_bitrate: int | str = 0  # AAC bit rate; 0 = 64 kbit/s per channel
 
 
 @dataclass(frozen=True)
@@ -71,6 +84,8 @@ class Preset:
     tile: int = 0  # 0 = untiled; else the tile edge in input pixels
     tile_overlap: int = 16
     auto: tuple[tuple[int, str], ...] = ()  # (max input height, preset name), for processor "auto"
+    crop: str = ""  # "" (none), "auto" (detect letterbox/pillarbox bars) or "W:H:X:Y"
+    pad_back: bool = False  # pad a cropped picture back to the full (scaled) frame with black bars
     source: str = ""
 
     def replace(self, **changes: Any) -> "Preset":
@@ -185,6 +200,45 @@ def _validate(p: Preset) -> None:
         raise UsageError(f"preset {p.name}: unknown chroma_siting {p.encode.chroma_siting!r}")
     if p.batch < 1 or p.tile < 0 or p.tile_overlap < 0:
         raise UsageError(f"preset {p.name}: batch must be ≥ 1, tile and tile_overlap ≥ 0")
+    try:
+        check_delivery(p.encode)
+        if p.crop and p.crop != "auto":
+            from .media.crop import parse_crop
+
+            parse_crop(p.crop)
+    except UsageError as err:
+        raise UsageError(f"preset {p.name}: {err}") from None
+
+
+AUDIO_MODES = ("copy", "aac", "none")
+
+
+def check_delivery(enc: EncodeSettings) -> None:
+    """Check the delivery settings that need no input (rates, level, modes, x265 parameters)."""
+    from fractions import Fraction
+
+    from .media.encode import check_x265_params, parse_keyint, parse_rate
+    from .media.hevc_levels import TIERS, parse_level
+
+    bitrate = parse_rate(enc.bitrate, "bitrate")
+    maxrate = parse_rate(enc.maxrate, "maxrate")
+    bufsize = parse_rate(enc.bufsize, "bufsize")
+    parse_rate(enc.audio_bitrate, "audio bitrate")
+    if bool(maxrate) != bool(bufsize):
+        raise UsageError("--maxrate and --bufsize go together (VBV needs both)")
+    if bitrate and maxrate and bitrate > maxrate:
+        raise UsageError("--bitrate must not exceed --maxrate")
+    if enc.two_pass and not bitrate:
+        raise UsageError("--two-pass needs --bitrate (the target the second pass meets)")
+    parse_keyint(enc.keyint, Fraction(1000))  # syntax only: seconds become frames at the input's rate
+    parse_level(enc.level)
+    if enc.tier not in TIERS:
+        raise UsageError(f"unknown HEVC tier {enc.tier!r} (choose main or high)")
+    if enc.audio not in AUDIO_MODES:
+        raise UsageError(f"unknown audio mode {enc.audio!r} (choose copy, aac or none)")
+    if enc.encoder == "hevc_nvenc" and enc.x265_params:
+        raise UsageError("--x265-params needs the libx265 encoder")
+    check_x265_params(enc.x265_params, keyint=bool(enc.keyint), closed_gop=enc.closed_gop)
 
 
 def engines_dirs() -> list[Path]:

@@ -35,6 +35,7 @@ __all__ = [
     "FitToOutput",
     "PeakRollOff",
     "build_chain",
+    "PadPlanes",
     "ProcessStage",
     "PackedBatch",
 ]
@@ -152,6 +153,40 @@ def build_chain(processor: Processor, out_size: tuple[int, int], peak_nits: floa
     return chain
 
 
+class PadPlanes:
+    """Pad packed 10-bit 4:2:0 planes into a larger frame with exactly black bars (``--pad-back``).
+
+    Black is Y′ = 64, Cb = Cr = 512 (:func:`hdrvideo.colour.black_codes`, R′G′B′ = 0). The padding runs on the
+    packed planes, after the chain, rather than on R′G′B′: the 4:2:0 chroma filter would
+    otherwise mix the picture's colour into the bar's first chroma row/column, and the picture's
+    own chroma would depend on the bar next to it. Here the bars are exact and the picture is
+    packed exactly as without padding. Offsets are even (whole chroma samples).
+    """
+
+    name = "pad-back"
+
+    def __init__(self, width: int, height: int, x: int, y: int) -> None:
+        if x % 2 or y % 2 or width % 2 or height % 2:
+            raise ValueError("pad offsets and sizes must be even (4:2:0)")
+        self.width, self.height, self.x, self.y = int(width), int(height), int(x), int(y)
+        self.black_y, self.black_c = colour.black_codes(10, False)
+
+    def __call__(self, y: Tensor, cb: Tensor, cr: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        n, h, w = y.shape
+        if (h, w) == (self.height, self.width):
+            return y, cb, cr
+        if self.x + w > self.width or self.y + h > self.height:
+            raise ValueError(f"a {w}×{h} picture does not fit at ({self.x},{self.y}) in {self.width}×{self.height}")
+        out_y = y.new_full((n, self.height, self.width), self.black_y)
+        out_y[:, self.y : self.y + h, self.x : self.x + w] = y
+        out_c = []
+        for c in (cb, cr):
+            full = c.new_full((n, self.height // 2, self.width // 2), self.black_c)
+            full[:, self.y // 2 : self.y // 2 + c.shape[1], self.x // 2 : self.x // 2 + c.shape[2]] = c
+            out_c.append(full)
+        return out_y, out_c[0], out_c[1]
+
+
 # --------------------------------------------------------------------------------------
 # The device stage: planes in, packed planes out
 # --------------------------------------------------------------------------------------
@@ -185,8 +220,10 @@ class ProcessStage:
         device: torch.device,
         siting: str = "left",
         measure: bool = True,
+        pad: PadPlanes | None = None,
     ) -> None:
         self.chain = list(chain)
+        self.pad = pad
         self.layout = layout
         self.info = info
         self.siting = siting
@@ -231,6 +268,8 @@ class ProcessStage:
         if frames.domain != HDR:
             raise ValueError("the device chain must end in HDR")
         y, cb, cr = self.pack(frames.rgb)
+        if self.pad is not None:
+            y, cb, cr = self.pad(y, cb, cr)
         n = y.shape[0]
         if self.measure:
             rec = colour.planes_to_rgb(y, cb, cr, "bt2020", 10, False, self.siting).clamp_(0.0, 1.0)

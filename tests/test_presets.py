@@ -67,7 +67,10 @@ def test_user_preset_file_and_validation(tmp_path):
         ("scale = 3", "scale must be"),
         ('processor = "neural"', "needs a \\[model\\]"),
         ("[mastering]\nprimaries = \"srgb\"", "unknown mastering primaries"),
-        ("[encode]\nbitrate = 5", "unknown key\\(s\\) bitrate"),
+        ("[encode]\nbitrat = 5", "unknown key\\(s\\) bitrat"),
+        ("[encode]\nbitrate = 5", "invalid bitrate 5"),
+        ('[encode]\nx265_params = "colorprim=bt709"', "HDR10 signalling"),
+        ('[encode]\nlevel = "7.7"', "unknown HEVC level"),
         ("target = [3841, 2160]", "target must be"),
         ("this is not toml", "invalid TOML"),
     ]:

@@ -128,7 +128,7 @@ def _coerce(value: Any) -> Any:
 
 
 def _job_from_record(rec: dict[str, Any], where: str, base: Path, defaults: dict[str, Any]) -> Job:
-    rec = {str(k).strip().lower(): v for k, v in rec.items() if k is not None}
+    rec = {str(k).strip().lower().replace("-", "_"): v for k, v in rec.items() if k is not None}
     src = rec.pop("input", None)
     if not src or not str(src).strip():
         raise UsageError(f"{where}: no input")
@@ -144,7 +144,7 @@ def _job_from_record(rec: dict[str, Any], where: str, base: Path, defaults: dict
     if raw:
         if not isinstance(raw, dict):
             raise UsageError(f"{where}: options must be a JSON object")
-        options.update(raw)
+        options.update({str(k).strip().replace("-", "_"): v for k, v in raw.items()})
     for key, value in rec.items():  # other columns: options by name (an unknown one fails its job)
         value = _coerce(value)
         if value is not None:

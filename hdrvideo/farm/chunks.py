@@ -20,6 +20,15 @@
    :func:`hdrvideo.media.mux.mux_final` adds the source's audio and subtitles once, over the
    whole duration, exactly as a one-piece conversion does.
 
+**Fixed GOPs** (``--keyint N``): the output must have a keyframe exactly every N frames across
+the joins, so the chunk boundaries are put on multiples of N frames of the film (in
+presentation order), not on the source's keyframes. Each chunk then holds the source packets
+from the last clean cut at or before its first frame to the first clean cut at or after its
+end, and its worker decodes that span but converts only its own frames
+(``ConvertOptions.frame_range``); neighbouring chunks overlap by at most one source GOP of
+decoding. Every chunk but the last is a multiple of N frames long and starts with a keyframe,
+so the joined file has the same GOP structure as a one-piece encode.
+
 Limits: the input must carry timestamps on every video packet and no edit list that hides
 frames (then: convert in one piece); ``start``/``duration`` are not combined with chunks.
 """
@@ -28,6 +37,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import math
 import os
 import resource
 import shutil
@@ -42,7 +52,7 @@ import av
 
 from ..errors import EncoderError, InputError, OutputExistsError, UnsupportedInputError, UsageError
 from ..media.hdr10_boxes import MasteringMetadata
-from ..media.mux import MuxResult, StreamWindow, mux_final, output_format
+from ..media.mux import MuxOptions, MuxResult, StreamWindow, mux_final, output_format
 from ..media.probe import VideoInfo, open_input, probe, require_sdr_video
 from ..pipeline import (ConvertOptions, Pipeline, ProgressEvent, Report, default_output, deinterlace_settings,
                         input_notices, input_video)
@@ -72,7 +82,8 @@ class Chunk:
     end_packet: int  # exclusive
     start: Fraction  # presentation time of its first frame (source seconds)
     frames: int
-    first_pts: int  # that time in source ticks: the chunk file's timestamps are shifted by it
+    first_pts: int  # the chunk file's timestamps are shifted by it (its first packet's time, in ticks)
+    skip: int = 0  # decoded frames before its first frame (fixed-GOP chunks overlap their neighbours)
 
 
 @dataclass
@@ -142,8 +153,10 @@ def clean_cuts(pts: list[int], keys: list[bool]) -> list[int]:
     return cuts
 
 
-def plan_chunks(src: str | os.PathLike[str], chunks: int, video: VideoInfo | None = None) -> ChunkPlan:
-    """Choose up to ``chunks`` parts of about equal frame counts, cut at clean keyframes."""
+def plan_chunks(src: str | os.PathLike[str], chunks: int, video: VideoInfo | None = None,
+                keyint: int = 0) -> ChunkPlan:
+    """Choose up to ``chunks`` parts of about equal frame counts, cut at clean keyframes — or,
+    with ``keyint``, at multiples of ``keyint`` frames (see the module doc)."""
     if chunks < 1:
         raise UsageError("--chunks must be ≥ 1")
     src = str(src)
@@ -153,6 +166,8 @@ def plan_chunks(src: str | os.PathLike[str], chunks: int, video: VideoInfo | Non
     tb = Fraction(video.time_base)
     n = len(pts)
     candidates = clean_cuts(pts, keys)
+    if keyint:
+        return _plan_gop_aligned(src, video, pts, candidates, chunks, keyint)
     chosen: list[int] = []
     for j in range(1, chunks):
         target = j * n / chunks
@@ -180,6 +195,35 @@ def plan_chunks(src: str | os.PathLike[str], chunks: int, video: VideoInfo | Non
     return ChunkPlan(src, video.index, tb, Fraction(min(pts)) * tb, n, parts, warnings)
 
 
+def _plan_gop_aligned(src: str, video: VideoInfo, pts: list[int], cuts: list[int], chunks: int,
+                      keyint: int) -> ChunkPlan:
+    tb = Fraction(video.time_base)
+    n = len(pts)
+    ordered = sorted(pts)
+    bounds = [0]
+    for j in range(1, chunks):
+        target = j * n / chunks
+        k = max(1, round(target / keyint)) * keyint
+        if bounds[-1] < k < n:
+            bounds.append(k)
+    warnings = []
+    if len(bounds) < chunks:
+        msg = (f"only {len(bounds)} chunk(s) possible: {n} frames hold {max(1, -(-n // keyint))} GOP(s) of "
+               f"{keyint} frames for {chunks} requested")
+        log.warning("%s", msg)
+        warnings.append(msg)
+    bounds.append(n)
+    starts = [0] + cuts  # clean cut d: the first d packets are the first d frames presented
+    ends = cuts + [n]
+    parts = []
+    for i in range(len(bounds) - 1):
+        a, b = bounds[i], bounds[i + 1]
+        first = max(c for c in starts if c <= a)
+        end = min(c for c in ends if c >= b)
+        parts.append(Chunk(i, first, end, Fraction(ordered[a]) * tb, b - a, ordered[first], a - first))
+    return ChunkPlan(src, video.index, tb, Fraction(ordered[0]) * tb, n, parts, warnings)
+
+
 def split_source(plan: ChunkPlan, workdir: str | os.PathLike[str]) -> list[str]:
     """Stream-copy the video packets of each chunk into ``workdir/chunk_NNNN.mov``.
 
@@ -199,42 +243,51 @@ def _split(plan: ChunkPlan, workdir: str | os.PathLike[str], fmt: str) -> list[s
     ext = ".mov" if fmt == "mov" else ".mkv"
     paths = [os.path.join(workdir, f"chunk_{c.index:04d}{ext}") for c in plan.chunks]
     container = open_input(plan.source)
-    out = None
+    outs: dict[int, tuple[Any, Any]] = {}  # chunk index → (container, stream); neighbours may overlap
+    nxt = 0  # the next chunk to open
     try:
         stream = container.streams[plan.stream_index]
-        k = -1
         index = 0
-        ostream = None
         for packet in container.demux(stream):
             if not packet.size:
                 continue
-            while k + 1 < len(plan.chunks) and index >= plan.chunks[k + 1].first_packet:
-                if out is not None:
-                    out.close()
-                k += 1
-                out = av.open(paths[k], "w", format=fmt)
+            for k in [k for k in outs if index >= plan.chunks[k].end_packet]:
+                outs.pop(k)[0].close()
+            while nxt < len(plan.chunks) and plan.chunks[nxt].first_packet <= index:
+                c = plan.chunks[nxt]
+                out = av.open(paths[c.index], "w", format=fmt)
                 try:
                     ostream = out.add_stream_from_template(stream)
                 except (ValueError, av.error.FFmpegError) as err:
+                    out.close()
                     raise UnsupportedInputError(
                         f"cannot split {stream.codec_context.name} video by stream copy ({err}); convert in one piece"
                     ) from err
-            shift = plan.chunks[k].first_pts
-            packet.pts -= shift
-            if packet.dts is not None:
-                packet.dts -= shift
-            packet.stream = ostream
-            out.mux(packet)
+                outs[c.index] = (out, ostream)
+                nxt += 1
+            owners = [k for k in outs if plan.chunks[k].first_packet <= index < plan.chunks[k].end_packet]
+            for k in owners:
+                out, ostream = outs[k]
+                copy = packet
+                if len(owners) > 1:  # muxing consumes a packet: each chunk gets its own copy
+                    copy = av.Packet(bytes(packet))
+                    copy.pts, copy.dts, copy.time_base = packet.pts, packet.dts, packet.time_base
+                    copy.is_keyframe = packet.is_keyframe
+                shift = plan.chunks[k].first_pts
+                copy.pts -= shift
+                if copy.dts is not None:
+                    copy.dts -= shift
+                copy.stream = ostream
+                out.mux(copy)
             index += 1
-        if out is not None:
-            out.close()
-            out = None
+        for k in list(outs):
+            outs.pop(k)[0].close()
         if index != plan.frames:
             raise InputError(f"{plan.source} changed while splitting ({index} packets, planned {plan.frames})")
     except av.error.FFmpegError as err:
         raise UnsupportedInputError(f"cannot split {plan.source} by stream copy: {err.strerror or err}") from err
     finally:
-        if out is not None:
+        for out, _s in outs.values():
             try:
                 out.close()
             except Exception:  # noqa: BLE001
@@ -270,7 +323,7 @@ def convert_chunk(item: dict[str, Any], progress: Callable[[Any], None]) -> dict
 
         opts = dataclasses.replace(
             item["options"], copy_audio=False, copy_subtitles=False, force=True, start=None, duration=None,
-            progress=forward,
+            progress=forward, fragmented=False, frame_range=item.get("frame_range"),
         )
         report = Pipeline(src, dst, opts).run()
         if report.frames != item["frames"]:
@@ -350,7 +403,8 @@ def join_video(parts: list[str], offsets: list[Fraction], joined: str) -> int:
 
 
 def join_chunks(plan: ChunkPlan, parts: list[str], output: str, meta: MasteringMetadata, workdir: str,
-                copy_audio: bool = True, copy_subtitles: bool = True, frames_per_frame: int = 1) -> MuxResult:
+                copy_audio: bool = True, copy_subtitles: bool = True, frames_per_frame: int = 1,
+                options: MuxOptions | None = None) -> MuxResult:
     """Join converted parts and mux the source's audio/subtitles once into ``output``.
 
     ``frames_per_frame`` is 2 when the parts were deinterlaced to one frame per field.
@@ -360,7 +414,7 @@ def join_chunks(plan: ChunkPlan, parts: list[str], output: str, meta: MasteringM
     if packets != plan.frames * frames_per_frame:
         raise EncoderError(f"joined video has {packets} frames, expected {plan.frames * frames_per_frame}")
     window = StreamWindow(offset=plan.origin, end=None)
-    return mux_final(joined, plan.source, output, meta, window, copy_audio, copy_subtitles)
+    return mux_final(joined, plan.source, output, meta, window, copy_audio, copy_subtitles, options)
 
 
 # --------------------------------------------------------------------------------------
@@ -446,13 +500,19 @@ def convert_chunked(
     info = probe(src)
     video = input_video(info, opts)
     preset_obj = (opts.preset if isinstance(opts.preset, Preset) else load_preset(opts.preset)).resolve(video.height)
-    plan = plan_chunks(src, chunks, video)
+    # the whole film's plan, once: every chunk gets the same crop and keyframe interval (in
+    # frames), and a bad option fails here, before anything is split
+    film = Pipeline(src, dst, dataclasses.replace(opts, progress=None)).plan()
+    keyint = int(film.preset.encode.keyint)  # output frames
+    fields = 2 if film.deinterlace else 1  # output frames per source frame
+    plan = plan_chunks(src, chunks, video, keyint=math.lcm(keyint, fields) // fields if keyint else 0)  # source frames
     sink = opts.progress
     # deinterlacing is decided once for the film, not per chunk; it gives one frame per field
     deinterlace = deinterlace_settings(video, opts.deinterlace)
     per_frame = 2 if deinterlace else 1
     notices = input_notices(info, video, preset_obj, opts, deinterlace)
-    task_opts = dataclasses.replace(opts, progress=None, deinterlace="on" if deinterlace else "off")
+    task_opts = dataclasses.replace(opts, progress=None, deinterlace="on" if deinterlace else "off",
+                                    keyint=keyint or None, crop=str(film.crop) if film.crop else "none")
 
     own_engine = not hasattr(engine, "run")
     eng: Engine = make_engine(engine, workers, tasks=len(plan.chunks), device=opts.device, ray_address=ray_address,
@@ -479,6 +539,8 @@ def convert_chunked(
         items = []
         for c, path in zip(plan.chunks, paths):
             item: dict[str, Any] = {"index": c.index, "options": task_opts, "frames": c.frames * per_frame}
+            if keyint:
+                item["frame_range"] = (c.skip * per_frame, c.frames * per_frame)
             if transfer == "object-store":
                 with open(path, "rb") as fh:
                     item["input_data"] = fh.read()
@@ -524,7 +586,8 @@ def convert_chunked(
             sink(ProgressEvent(total, total, round(total / max(time.perf_counter() - t_start, 1e-9), 3), 0.0, "mux"))
         t0 = time.perf_counter()
         final_tmp = os.path.join(workdir, "output" + Path(dst).suffix.lower())
-        mux = join_chunks(plan, parts, final_tmp, meta, workdir, opts.copy_audio, opts.copy_subtitles, per_frame)
+        mux = join_chunks(plan, parts, final_tmp, meta, workdir, opts.copy_audio, opts.copy_subtitles, per_frame,
+                          film.mux)
         stages["mux"] = time.perf_counter() - t0
         if os.path.exists(dst) and not opts.force:
             raise OutputExistsError(f"output appeared while converting: {dst} (use --force to overwrite)")
@@ -538,7 +601,7 @@ def convert_chunked(
             shutil.rmtree(workdir, ignore_errors=True)
 
     seconds = time.perf_counter() - t_start
-    warnings = list(plan.warnings) + notices
+    warnings = list(plan.warnings) + notices + list(film.notes)
     for r in reports:
         for w in r["warnings"]:
             if w not in warnings and not w.startswith("assumed "):
@@ -557,7 +620,7 @@ def convert_chunked(
         chunks=[{"index": c.index, "start_s": round(float(c.start), 6), "frames": c.frames * per_frame,
                  "max_cll": r["max_cll"], "max_fall": r["max_fall"], "seconds": r["seconds"]}
                 for c, r in zip(plan.chunks, reports)],
-        engine=eng.name,
+        engine=eng.name, crop=str(film.crop) if film.crop else "",
     )
     if sink:
         sink(ProgressEvent(report.frames, report.frames, report.fps, 0.0, "done"))

@@ -223,13 +223,20 @@ class Decoder:
         buffers: int = 4,
         threads: int = 0,
         deinterlace: tuple[str, str] | None = None,
+        crop: tuple[int, int, int, int] | None = None,
+        frame_range: tuple[int, int] | None = None,
     ) -> None:
         self.path = path
         self.info = info
         self.start = start or Fraction(0)
         self.end = None if duration is None else self.start + duration
         self.batch = max(1, int(batch))
-        self.layout = layout_for(info.pix_fmt, info.width, info.height, info.is_rgb)
+        # crop (W, H, X, Y): only that rectangle is copied out of each frame (media/crop.py)
+        self.crop = tuple(crop) if crop else None
+        width, height = (self.crop[0], self.crop[1]) if self.crop else (info.width, info.height)
+        self.layout = layout_for(info.pix_fmt, width, height, info.is_rgb)
+        # (first, count): frames by index in presentation order after the time span (chunks)
+        self.frame_range = frame_range
         self.pool = _BufferPool(self.layout, self.batch, buffers, pin_memory)
         self.threads = threads
         self.stats = DecodeStats()
@@ -303,6 +310,7 @@ class Decoder:
                 source = self._deinterlaced(source)
             last_end = None
             window_ended = False
+            seen = 0
             for frame in source:
                 t = frame.pts * out_tb - t0
                 if t < self.start:
@@ -310,6 +318,13 @@ class Decoder:
                 if self.end is not None and t >= self.end:
                     window_ended = True
                     break
+                if self.frame_range is not None:  # frames by index in presentation order (chunks)
+                    seen += 1
+                    if seen <= self.frame_range[0]:
+                        continue
+                    if seen > self.frame_range[0] + self.frame_range[1]:
+                        window_ended = True
+                        break
                 last_end = frame.pts * out_tb + (1 / self.info.rate if self.info.rate else 0)
                 yield frame
             if self.stop:
@@ -374,17 +389,23 @@ class Decoder:
         lay = self.layout
         if frame.format.name != lay.pix_fmt:
             frame = frame.reformat(format=lay.pix_fmt)
-        if frame.width != lay.width or frame.height != lay.height:
+        if frame.width != self.info.width or frame.height != self.info.height:
             raise UnsupportedInputError(
-                f"frame size changes mid-stream ({lay.width}×{lay.height} → {frame.width}×{frame.height}); not supported"
+                f"frame size changes mid-stream ({self.info.width}×{self.info.height} → {frame.width}×{frame.height}); "
+                "not supported"
             )
         itemsize = lay.dtype.itemsize
         order = (2, 0, 1) if lay.kind == "rgb" else range(len(bufs))  # gbrp planes are G, B, R
+        x0, y0 = (self.crop[2], self.crop[3]) if self.crop else (0, 0)
         for dst_index, src_index in enumerate(order):
             plane = frame.planes[src_index]
             h, w = bufs[dst_index].shape[1:]
+            if dst_index == 0 or lay.kind != "yuv":
+                ox, oy = x0, y0
+            else:  # chroma: the offsets are whole chroma samples (checked by media/crop.py)
+                ox, oy = x0 // lay.subsampling[0], y0 // lay.subsampling[1]
             arr = np.frombuffer(plane, dtype=lay.dtype).reshape(plane.height, plane.line_size // itemsize)
-            bufs[dst_index][i].numpy().view(lay.dtype)[...] = arr[:h, :w]
+            bufs[dst_index][i].numpy().view(lay.dtype)[...] = arr[oy : oy + h, ox : ox + w]
 
     def __iter__(self) -> Iterator[FrameBatch]:
         bufs = None

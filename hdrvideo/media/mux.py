@@ -1,5 +1,6 @@
 """Final mux: the encoded HEVC (with HDR10 container metadata) + the source's audio and
-subtitles, stream-copied into MP4/MOV or Matroska, with its timecode and attachments.
+subtitles — stream-copied, audio also transcoded to AAC where asked or needed — into MP4/MOV
+(moov first, or fragmented CMAF-style) or Matroska, with its timecode and attachments.
 
 Besides audio and subtitles, a source carries *data* streams (a MOV/MP4 ``tmcd`` timecode
 track, GoPro telemetry, …) and *attachments* (Matroska fonts and cover images). The start
@@ -14,6 +15,7 @@ warning line per stream.
 
 from __future__ import annotations
 
+import dataclasses
 import heapq
 import logging
 import os
@@ -24,11 +26,13 @@ from typing import Iterator
 import av
 
 from ..errors import EncoderError, UsageError
+from .audio import AacTranscoder
 from .hdr10_boxes import MasteringMetadata, add_mp4_hdr10_boxes
-from .probe import open_input
+from .probe import StreamInfo, open_input
 from .timecode import shift_timecode
 
-__all__ = ["OUTPUT_FORMATS", "output_format", "mux_final", "StreamWindow"]
+__all__ = ["OUTPUT_FORMATS", "output_format", "mux_final", "StreamWindow", "MuxOptions", "parse_selection",
+           "select_streams", "STANDARD_AUDIO", "FRAGMENTED_MOVFLAGS"]
 
 log = logging.getLogger(__name__)
 
@@ -51,6 +55,84 @@ def output_format(path: str) -> tuple[str, str | None]:
         ) from None
 
 
+#: Audio codecs each container holds by a registered (standard) sample entry; in ``copy`` mode
+#: any other codec is transcoded to AAC with a warning (e.g. Vorbis, which FFmpeg would write
+#: into MP4 as the unregistered object type 0xDD). Matroska holds everything.
+STANDARD_AUDIO: dict[str, frozenset[str] | None] = {
+    "mp4": frozenset({"aac", "mp3", "mp2", "ac3", "eac3", "alac", "flac", "opus", "dts", "truehd"}),
+    "mov": frozenset({"aac", "mp3", "ac3", "eac3", "alac", "pcm_s16le", "pcm_s16be", "pcm_s24le", "pcm_s24be",
+                      "pcm_s32le", "pcm_s32be", "pcm_f32le", "pcm_f32be", "pcm_f64le", "pcm_f64be"}),
+    "matroska": None,
+}
+#: Fragmented MP4: a fragment at every video keyframe, an empty moov first (sample entries with
+#: hvc1/colr/mdcv/clli, no samples) written once the first fragment is known (``delay_moov``) so
+#: that its edit lists carry the B-frame delay and the AAC priming, ``tfhd`` offsets relative to
+#: each moof (default-base-is-moof, as CMAF requires).
+FRAGMENTED_MOVFLAGS = "frag_keyframe+empty_moov+delay_moov+default_base_moof"
+
+
+def parse_selection(value: str | int | list | tuple | None) -> tuple[int | str, ...] | None:
+    """``--audio-streams``/``--subtitle-streams``: None or ``"all"`` → None (every stream);
+    ``"none"`` → (); ``"1,eng"`` or ``[1, "eng"]`` → (1, "eng"): stream indices (as ``hdrvideo
+    probe`` numbers them) and ISO 639 language codes, in the order wanted."""
+    if value is None:
+        return None
+    items = value if isinstance(value, (list, tuple)) else str(value).split(",")
+    out: list[int | str] = []
+    for item in items:
+        text = str(item).strip().lower()
+        if not text:
+            continue
+        if text == "all":
+            return None
+        if text == "none":
+            continue
+        if text.isdigit():
+            out.append(int(text))
+        elif text.isalpha() and 2 <= len(text) <= 3:
+            out.append(text)
+        else:
+            raise UsageError(f"invalid stream selection {item!r}: use indices, language codes (eng), all or none")
+    return tuple(out)
+
+
+def select_streams(streams: tuple[StreamInfo, ...] | list[StreamInfo], kind: str,
+                   selection: tuple[int | str, ...] | None) -> tuple[list[int], list[str]]:
+    """Indices of the ``kind`` streams a selection picks (in its order), and warnings.
+
+    An index that is not a ``kind`` stream is a usage error; a language no stream has is a warning.
+    """
+    of_kind = [s for s in streams if s.type == kind]
+    if selection is None:
+        return [s.index for s in of_kind], []
+    picked: list[int] = []
+    warnings: list[str] = []
+    for item in selection:
+        if isinstance(item, int):
+            if item not in [s.index for s in of_kind]:
+                have = ", ".join(str(s.index) for s in of_kind) or "none"
+                raise UsageError(f"stream #{item} is not one of the input's {kind} streams ({have})")
+            found = [item]
+        else:
+            found = [s.index for s in of_kind if (s.language or "").lower() == item
+                     or (len(item) == 2 and (s.language or "").lower()[:2] == item)]
+            if not found:
+                warnings.append(f"no {kind} stream in language {item!r}")
+        picked += [i for i in found if i not in picked]
+    return picked, warnings
+
+
+@dataclass(frozen=True)
+class MuxOptions:
+    """What the final mux keeps and how (``None`` stream lists = every stream of that kind)."""
+
+    audio: str = "copy"  # copy | aac | none
+    audio_bitrate: int = 0  # AAC bit/s; 0 = 64 kbit/s per channel
+    audio_streams: tuple[int, ...] | None = None
+    subtitle_streams: tuple[int, ...] | None = None
+    fragmented: bool = False
+
+
 @dataclass(frozen=True)
 class StreamWindow:
     """The span of the source that was converted, in seconds on the source timeline."""
@@ -62,17 +144,35 @@ class StreamWindow:
 
 @dataclass
 class MuxResult:
-    copied: list[str] = field(default_factory=list)
-    skipped: list[str] = field(default_factory=list)
+    copied: list[str] = field(default_factory=list)  # what went into the output (copied or transcoded)
+    skipped: list[str] = field(default_factory=list)  # warnings: streams skipped, or transcoded unasked
 
 
-def _packets(container, streams, mapping, shift: dict[int, int], window: StreamWindow | None) -> Iterator:
-    """Packets of ``streams`` with timestamps shifted; yields (time_seconds, seq, packet, out_stream)."""
+def _packets(container, streams, mapping, shift: dict[int, int], window: StreamWindow | None,
+             transcoders: dict[int, AacTranscoder] | None = None) -> Iterator:
+    """Packets of ``streams`` with timestamps shifted; yields (time_seconds, seq, packet, out_stream).
+
+    Streams in ``transcoders`` are decoded and re-encoded there (already on the output
+    timeline); their AAC packets are yielded instead.
+    """
     seq = 0
+    transcoders = transcoders or {}
+
+    def encoded(packets, tc):
+        nonlocal seq
+        for p in packets:
+            seq += 1
+            yield float((p.dts if p.dts is not None else p.pts) * p.time_base), seq, p, tc.stream
+
     for packet in container.demux(streams):
+        index = packet.stream.index
+        if index in transcoders:
+            if not packet.size:
+                continue  # the demuxer's end-of-stream packet: flushed below
+            yield from encoded(transcoders[index].feed(packet), transcoders[index])
+            continue
         if packet.dts is None and packet.pts is None:
             continue
-        index = packet.stream.index
         tb = packet.stream.time_base
         ts = packet.pts if packet.pts is not None else packet.dts
         if window is not None:
@@ -89,6 +189,12 @@ def _packets(container, streams, mapping, shift: dict[int, int], window: StreamW
         out = mapping[index]
         seq += 1
         yield float((packet.dts if packet.dts is not None else packet.pts) * tb), seq, packet, out
+    for tc in transcoders.values():
+        yield from encoded(tc.feed(None), tc)
+
+
+def _codec_name(s) -> str:
+    return s.codec_context.name if s.codec_context is not None else "?"
 
 
 def _meta(metadata: dict[str, str], key: str) -> str | None:
@@ -177,19 +283,36 @@ def mux_final(
     window: StreamWindow,
     copy_audio: bool = True,
     copy_subtitles: bool = True,
+    options: MuxOptions | None = None,
 ) -> MuxResult:
     """Write ``output_path`` from the encoded video and the source's audio/subtitle streams.
 
     The HDR10 boxes are first added to the intermediate (``video_path``); FFmpeg's demuxer
-    exports them as stream side data and the muxer writes them into the output container.
-    Source streams are shifted by ``window.offset`` and cut to the window at packet granularity.
+    exports them as stream side data and the muxer writes them into the output container's
+    sample entry — the moov of a fragmented MP4 too. Copied source streams are shifted by
+    ``window.offset`` and cut to the window at packet granularity; transcoded audio
+    (:class:`~hdrvideo.media.audio.AacTranscoder`) is cut sample-exactly.
     """
+    opts = options or MuxOptions()
+    if not copy_audio:
+        opts = dataclasses.replace(opts, audio="none")
+    if not copy_subtitles:
+        opts = dataclasses.replace(opts, subtitle_streams=())
     fmt, tag = output_format(output_path)
+    if opts.fragmented and fmt not in ("mp4", "mov"):
+        raise UsageError("--fragmented applies to MP4/MOV output")
     add_mp4_hdr10_boxes(video_path, meta)
     result = MuxResult()
     vin = av.open(video_path)
+    want_audio = opts.audio != "none" and opts.audio_streams != ()
+    want_subs = opts.subtitle_streams != ()
     src = open_input(source_path)  # also for its timecode and attachments
-    options = {"movflags": "+faststart"} if fmt in ("mp4", "mov") else {}
+    if fmt not in ("mp4", "mov"):
+        options = {}
+    elif opts.fragmented:
+        options = {"movflags": FRAGMENTED_MOVFLAGS}
+    else:
+        options = {"movflags": "+faststart"}
     try:
         out = av.open(output_path, "w", format=fmt, options=options)
     except av.error.FFmpegError as err:
@@ -204,23 +327,35 @@ def mux_final(
             ovideo.codec_tag = tag
         wanted = []
         mapping = {}
+        transcoders: dict[int, AacTranscoder] = {}
         if src is not None:
-            for s in src.streams:
-                if s.type == "audio" and copy_audio or s.type == "subtitle" and copy_subtitles:
+            by_index = {s.index: s for s in src.streams}
+            infos = [StreamInfo(s.index, s.type, _codec_name(s), s.metadata.get("language")) for s in src.streams]
+            audio_ix = select_streams(infos, "audio", opts.audio_streams)[0] if want_audio else []
+            sub_ix = select_streams(infos, "subtitle", opts.subtitle_streams)[0] if want_subs else []
+            for index in audio_ix + sub_ix:
+                s = by_index[index]
+                o = None
+                if s.type == "audio":
+                    o = _audio_stream(s, out, fmt, opts, window, transcoders, result)
+                    if o is None:
+                        continue
+                if o is None:
                     try:
                         o = out.add_stream_from_template(s)
                     except (ValueError, av.error.FFmpegError) as err:
-                        msg = f"{s.type} stream #{s.index} ({s.codec_context.name if s.codec_context else '?'}) cannot be stored in {fmt}; skipped"
+                        msg = f"{s.type} stream #{s.index} ({_codec_name(s)}) cannot be stored in {fmt}; skipped"
                         log.warning("%s (%s)", msg, err)
                         result.skipped.append(msg)
                         continue
-                    for key in ("language", "title", "handler_name"):
-                        if key in s.metadata:
-                            o.metadata[key] = s.metadata[key]
-                    o.disposition = s.disposition
-                    wanted.append(s)
+                    result.copied.append(f"{s.type} #{s.index} {_codec_name(s)}")
+                for key in ("language", "title", "handler_name"):
+                    if key in s.metadata:
+                        o.metadata[key] = s.metadata[key]
+                o.disposition = s.disposition
+                wanted.append(s)
+                if s.index not in transcoders:
                     mapping[s.index] = o
-                    result.copied.append(f"{s.type} #{s.index} {s.codec_context.name if s.codec_context else ''}".strip())
             _carry_extras(src, out, fmt, ovideo, vstream, window, result)
             if "title" in src.metadata:
                 out.metadata["title"] = src.metadata["title"]
@@ -229,7 +364,7 @@ def mux_final(
         iters = [_packets(vin, [vstream], vmap, vshift, None)]
         if wanted:
             shift = {s.index: int(round(window.offset / s.time_base)) for s in wanted}
-            iters.append(_packets(src, wanted, mapping, shift, window))
+            iters.append(_packets(src, wanted, mapping, shift, window, transcoders))
         for _t, _seq, packet, ostream in heapq.merge(*iters, key=lambda item: (item[0], item[1])):
             packet.stream = ostream
             out.mux(packet)
@@ -241,3 +376,43 @@ def mux_final(
         if src:
             src.close()
     return result
+
+
+def _audio_stream(s, out, fmt: str, opts: MuxOptions, window: StreamWindow, transcoders: dict[int, AacTranscoder],
+                  result: MuxResult):
+    """Copy (returns the output stream), transcode (registers a transcoder, returns its stream)
+    or skip (None) one source audio stream."""
+    name = _codec_name(s)
+    allowed = STANDARD_AUDIO.get(fmt)
+    reason = None
+    if opts.audio == "aac":
+        reason = ""
+    elif allowed is not None and name not in allowed:
+        reason = f"has no standard mapping in {fmt}"
+    if reason is None:
+        try:
+            o = out.add_stream_from_template(s)
+            result.copied.append(f"audio #{s.index} {name}")
+            return o
+        except (ValueError, av.error.FFmpegError) as err:
+            reason = f"cannot be stored in {fmt} ({err})"
+    if s.codec_context is None or not s.codec_context.sample_rate:
+        msg = f"audio stream #{s.index} ({name}) cannot be decoded for AAC; skipped"
+        log.warning("%s", msg)
+        result.skipped.append(msg)
+        return None
+    try:
+        tc = AacTranscoder(s, out, opts.audio_bitrate, window.offset, window.start, window.end)
+    except (ValueError, av.error.FFmpegError) as err:
+        msg = f"audio stream #{s.index} ({name}) cannot be transcoded to AAC ({err}); skipped"
+        log.warning("%s", msg)
+        result.skipped.append(msg)
+        return None
+    transcoders[s.index] = tc
+    what = f"audio #{s.index} {name} → aac {tc.bitrate // 1000} kbit/s" + (" (downmixed to stereo)" if tc.downmixed else "")
+    result.copied.append(what)
+    if reason:
+        msg = f"audio stream #{s.index} ({name}) {reason}; transcoded to AAC {tc.bitrate // 1000} kbit/s"
+        log.warning("%s", msg)
+        result.skipped.append(msg)
+    return tc.stream
