@@ -567,7 +567,7 @@ class Pipeline:
         t_start = time.perf_counter()
         opt = self.options
         plan = self.plan()
-        check_encoder(plan.preset.encode.encoder)
+        check_encoder(self._encoder_config(plan))  # NVENC opens with the real options and size, or fails here
         processor = build_processor(plan.preset, device=plan.device, weights=opt.weights, backend=opt.backend,
                                     **(opt.backend_options or {}))
         warnings = list(plan.assumed) + list(plan.notices) + list(plan.notes)
@@ -679,7 +679,7 @@ class Pipeline:
                     state["first_pts"] = packed.pts[0]
                     config = dataclasses.replace(config, rotation=source.stats.rotation)  # known once decoding began
                     enc = HevcEncoder(output, config, packet_sink=to_meter if meter else None)
-                    if meter is not None and enc.extradata:
+                    if meter is not None and enc.extradata:  # the encoder is open: its parameter sets exist
                         meter.decoder.extradata = enc.extradata
                 for i, pts in enumerate(packed.pts):
                     enc.encode(packed.y[i], packed.cb[i], packed.cr[i], pts - state["first_pts"])

@@ -29,7 +29,7 @@ from ..errors import EncoderError, UsageError
 from .hdr10_boxes import MasteringMetadata
 
 __all__ = ["EncoderConfig", "HevcEncoder", "encoder_available", "check_encoder", "ENCODERS", "x265_params",
-           "nvenc_options", "parse_rate", "parse_keyint", "parse_x265_params", "check_x265_params"]
+           "nvenc_options", "encoder_options", "encoder_frame", "parse_rate", "parse_keyint", "parse_x265_params", "check_x265_params"]
 
 log = logging.getLogger(__name__)
 
@@ -48,8 +48,19 @@ def encoder_available(name: str) -> bool:
         return False
 
 
-def check_encoder(name: str) -> None:
-    """Open the encoder once on a tiny picture, so a missing GPU/driver fails before any work."""
+def check_encoder(encoder: "str | EncoderConfig", width: int = 256, height: int = 256, crf: float = 18.0,
+                  time_base: Fraction = Fraction(1, 25)) -> None:
+    """Open the encoder once, so a missing GPU/driver or an unsupported setting fails before any work.
+
+    ``encoder`` is the conversion's :class:`EncoderConfig` (or an encoder name and a picture size).
+    NVENC is opened with exactly the options and picture size the conversion will use
+    (:func:`encoder_options`): FFmpeg's ``nvenc_check_capabilities`` refuses B-frames, B-frame
+    references, 10-bit or a size the GPU cannot do only when the encoder is opened, so a check with
+    other settings would pass and the real encoder fail at the first frame.
+    """
+    cfg = encoder if isinstance(encoder, EncoderConfig) else EncoderConfig(
+        width=width, height=height, time_base=time_base, rate=None, encoder=encoder, crf=crf)
+    name = cfg.encoder
     if name not in ENCODERS:
         raise UsageError(f"unknown encoder {name!r} (choose from {', '.join(ENCODERS)})")
     if not encoder_available(name):
@@ -58,12 +69,14 @@ def check_encoder(name: str) -> None:
         return
     try:
         ctx = av.CodecContext.create(name, "w")
-        ctx.width, ctx.height, ctx.pix_fmt = 256, 256, ENCODERS[name]
-        ctx.time_base = Fraction(1, 25)
+        ctx.width, ctx.height, ctx.pix_fmt = cfg.width, cfg.height, ENCODERS[name]
+        ctx.time_base = cfg.time_base
+        ctx.options = encoder_options(cfg)
         ctx.open()
     except av.error.FFmpegError as err:
         raise EncoderError(
-            f"{name} cannot be opened ({err.strerror or err}): it needs an NVIDIA GPU with NVENC and its driver"
+            f"{name} cannot be opened ({err.strerror or err}): it needs an NVIDIA GPU with NVENC and its driver, "
+            "and HEVC Main10 with these settings at this size"
         ) from err
 
 
@@ -149,6 +162,37 @@ def nvenc_options(cfg: EncoderConfig) -> dict[str, str]:
     if cfg.level:
         opts.update(level=cfg.level, tier=cfg.tier)
     return opts
+
+
+def encoder_options(cfg: EncoderConfig) -> dict[str, str]:
+    """The encoder's private options: the one dict both :class:`HevcEncoder` and
+    :func:`check_encoder` open the codec with."""
+    if cfg.encoder == "libx265":
+        opts = {"preset": cfg.x265_preset, "x265-params": x265_params(cfg)}
+        return opts if cfg.bitrate else {"crf": f"{cfg.crf:g}", **opts}
+    return nvenc_options(cfg)  # NVENC: VBR, Main10; HDR10 static metadata goes in the container
+
+
+def encoder_frame(cfg: EncoderConfig, y: np.ndarray, cb: np.ndarray, cr: np.ndarray, pts: int) -> av.VideoFrame:
+    """10-bit planes → the ``av.VideoFrame`` the encoder takes (``yuv420p10le``, or P010 for NVENC:
+    10-bit codes in the high bits, interleaved CbCr), tagged BT.2020/PQ, limited range."""
+    layout = ENCODERS[cfg.encoder]
+    frame = av.VideoFrame(cfg.width, cfg.height, layout)
+    if layout == "yuv420p10le":
+        for plane, src in zip(frame.planes, (y, cb, cr)):
+            dst = np.frombuffer(plane, np.uint16).reshape(plane.height, plane.line_size // 2)
+            dst[:, : src.shape[1]] = src
+    else:  # p010le: 10 bits in the high bits, interleaved CbCr
+        py, puv = frame.planes
+        dst = np.frombuffer(py, np.uint16).reshape(py.height, py.line_size // 2)
+        dst[:, : y.shape[1]] = y << 6
+        dst = np.frombuffer(puv, np.uint16).reshape(puv.height, puv.line_size // 2)
+        dst[:, 0 : 2 * cb.shape[1] : 2] = cb << 6
+        dst[:, 1 : 2 * cb.shape[1] : 2] = cr << 6
+    frame.pts = pts
+    frame.time_base = cfg.time_base
+    frame.color_primaries, frame.color_trc, frame.colorspace, frame.color_range = 9, 16, 9, 1
+    return frame
 
 
 def _kbit(bits: int) -> int:
@@ -334,39 +378,27 @@ class HevcEncoder:
             s.codec_tag = "hvc1"
             if cfg.threads:
                 cc.thread_count = cfg.threads
-            if cfg.encoder == "libx265":
-                s.options = {"preset": cfg.x265_preset, "x265-params": x265_params(cfg)}
-                if not cfg.bitrate:
-                    s.options = {"crf": f"{cfg.crf:g}", **s.options}
-            else:  # NVENC: VBR, Main10; HDR10 static metadata goes in the container
-                s.options = nvenc_options(cfg)
+            s.options = encoder_options(cfg)
             if cfg.rotation:
                 s.set_display_rotation(cfg.rotation)
             self.stream = s
+            # Open now, not lazily at the first frame: with MP4's global-header flag the parameter
+            # sets (VPS/SPS/PPS) exist only in the extradata made here — NVENC then writes none
+            # in-band (FFmpeg nvenc.c: disableSPSPPS) — and the light meter must have them
+            # before it decodes the first packet.
+            cc.open()
         except av.error.FFmpegError as err:
+            try:
+                self.container.close()
+            except Exception:  # noqa: BLE001 - the original error is the one to report
+                pass
             raise EncoderError(f"cannot start {cfg.encoder}: {err.strerror or err}") from err
         self.frames = 0
         self._last_dts: int | None = None
         self.packet_sink = packet_sink  # sees every packet before it is muxed (light metering)
 
     def _frame(self, y: np.ndarray, cb: np.ndarray, cr: np.ndarray, pts: int) -> av.VideoFrame:
-        cfg = self.cfg
-        frame = av.VideoFrame(cfg.width, cfg.height, self.layout)
-        if self.layout == "yuv420p10le":
-            for plane, src in zip(frame.planes, (y, cb, cr)):
-                dst = np.frombuffer(plane, np.uint16).reshape(plane.height, plane.line_size // 2)
-                dst[:, : src.shape[1]] = src
-        else:  # p010le: 10 bits in the high bits, interleaved CbCr
-            py, puv = frame.planes
-            dst = np.frombuffer(py, np.uint16).reshape(py.height, py.line_size // 2)
-            dst[:, : y.shape[1]] = y << 6
-            dst = np.frombuffer(puv, np.uint16).reshape(puv.height, puv.line_size // 2)
-            dst[:, 0 : 2 * cb.shape[1] : 2] = cb << 6
-            dst[:, 1 : 2 * cb.shape[1] : 2] = cr << 6
-        frame.pts = pts
-        frame.time_base = cfg.time_base
-        frame.color_primaries, frame.color_trc, frame.colorspace, frame.color_range = 9, 16, 9, 1
-        return frame
+        return encoder_frame(self.cfg, y, cb, cr, pts)
 
     def _mux(self, packet: av.Packet) -> None:
         """Mux, repairing the garbage DTS libx265 emits for clips of one or two frames.
@@ -402,6 +434,7 @@ class HevcEncoder:
 
     @property
     def extradata(self) -> bytes | None:
+        """The out-of-band parameter sets (hvcC payload); available from construction on."""
         return self.stream.codec_context.extradata
 
     def abort(self) -> None:
