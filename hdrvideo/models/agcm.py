@@ -41,7 +41,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .base import Context, ITMModel, check_context
+from .base import Context, ITMModel, as_dtype, check_context, param_dtype
 
 CONDITION_RESIZES = ("matlab", "antialias", "bicubic")
 
@@ -183,19 +183,26 @@ class AGCM(ITMModel):
         return F.interpolate(x, scale_factor=0.25, mode="bicubic", align_corners=False, antialias=aa)
 
     def condition_vector(self, x: Tensor) -> Tensor:
-        return self.classifier(self.condition_image(x)).flatten(1)
+        """The 6-d condition, in the condition network's precision (FP32 under mixed precision)."""
+        return self.classifier(self.condition_image(as_dtype(x, param_dtype(self.classifier)))).flatten(1)
 
     # -- network ---------------------------------------------------------------------------
     def compute_context(self, x: Tensor) -> Context:
         return (self.condition_vector(x),)
 
+    def statistics_modules(self) -> list[nn.Module]:
+        return [self.classifier, self.cond_scale_first, self.cond_scale_HR, self.cond_scale_last,
+                self.cond_shift_first, self.cond_shift_HR, self.cond_shift_last]
+
     @staticmethod
     def _modulate(out: Tensor, scale: Tensor, shift: Tensor) -> Tensor:
+        scale, shift = as_dtype(scale, out.dtype), as_dtype(shift, out.dtype)
         return out * scale[:, :, None, None] + shift[:, :, None, None] + out
 
     def forward_net(self, x: Tensor, context: Context = None) -> Tensor:
         check_context(context, 1, "AGCM")
         f = self.condition_vector(x) if context is None else context[0]
+        f = as_dtype(f, param_dtype(self.cond_scale_first))
         out = self._modulate(self.conv_first(x), self.cond_scale_first(f), self.cond_shift_first(f))
         out = self.act(out)
         out = self._modulate(self.HRconv(out), self.cond_scale_HR(f), self.cond_shift_HR(f))

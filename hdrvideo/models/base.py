@@ -48,19 +48,30 @@ COLOUR_DOMAINS: tuple[str, ...] = ("rgb", "ycrcb601")
 Context = Optional[tuple[Tensor, ...]]
 
 
-def _rgb_to_ycrcb601(x: Tensor, m: Tensor) -> Tensor:
+def _rgb_to_ycrcb601(x: Tensor, m: Tensor, offset: Tensor) -> Tensor:
     """R'G'B' → OpenCV float YCrCb (Y, Cr+0.5, Cb+0.5) with a precomputed BT.601 matrix.
 
-    ``m`` is the rows of ``hdrvideo.colour.ycbcr_matrix("bt601")`` reordered to (Y, Cr, Cb).
+    ``m`` is the rows of ``hdrvideo.colour.ycbcr_matrix("bt601")`` reordered to (Y, Cr, Cb);
+    ``offset`` is (0, 0.5, 0.5) as a (1,3,1,1) tensor on the model's device (a buffer, so no
+    host→device copy happens in the forward pass and it can be captured in a CUDA graph).
     """
     y = torch.einsum("ij,njhw->nihw", m.to(x.dtype), x)
-    offset = torch.tensor([0.0, 0.5, 0.5], dtype=x.dtype, device=x.device).view(1, 3, 1, 1)
-    return y + offset
+    return y + offset.to(x.dtype)
 
 
-def _ycrcb601_to_rgb(y: Tensor, m_inv: Tensor) -> Tensor:
-    offset = torch.tensor([0.0, 0.5, 0.5], dtype=y.dtype, device=y.device).view(1, 3, 1, 1)
-    return torch.einsum("ij,njhw->nihw", m_inv.to(y.dtype), y - offset)
+def _ycrcb601_to_rgb(y: Tensor, m_inv: Tensor, offset: Tensor) -> Tensor:
+    return torch.einsum("ij,njhw->nihw", m_inv.to(y.dtype), y - offset.to(y.dtype))
+
+
+def as_dtype(x: Tensor, dtype: torch.dtype) -> Tensor:
+    """``x`` in ``dtype``; no op at all (nothing traced into an ONNX graph) when it already is."""
+    return x if x.dtype == dtype else x.to(dtype)
+
+
+def param_dtype(module: nn.Module) -> torch.dtype:
+    """The dtype of ``module``'s first parameter (float32 for a module without any)."""
+    p = next(module.parameters(), None)
+    return p.dtype if p is not None else torch.float32
 
 
 class ITMModel(nn.Module):
@@ -88,6 +99,7 @@ class ITMModel(nn.Module):
         m = ycbcr_matrix("bt601", dtype=torch.float64)[[0, 2, 1]]  # rows Y, Cb, Cr -> Y, Cr, Cb
         self.register_buffer("_ycrcb_fwd", m.float(), persistent=False)
         self.register_buffer("_ycrcb_inv", torch.linalg.inv(m).float(), persistent=False)
+        self.register_buffer("_ycrcb_offset", torch.tensor([0.0, 0.5, 0.5]).view(1, 3, 1, 1), persistent=False)
 
     # -- colour domain ---------------------------------------------------------------------
     @property
@@ -103,13 +115,13 @@ class ITMModel(nn.Module):
     def encode_input(self, rgb: Tensor) -> Tensor:
         """R'G'B' → the network's input domain."""
         if self._colour_domain == "ycrcb601":
-            return _rgb_to_ycrcb601(rgb, self._ycrcb_fwd)
+            return _rgb_to_ycrcb601(rgb, self._ycrcb_fwd, self._ycrcb_offset)
         return rgb
 
     def decode_output(self, y: Tensor) -> Tensor:
         """The network's output domain → R'G'B'."""
         if self._colour_domain == "ycrcb601":
-            return _ycrcb601_to_rgb(y, self._ycrcb_inv)
+            return _ycrcb601_to_rgb(y, self._ycrcb_inv, self._ycrcb_offset)
         return y
 
     # -- forward ---------------------------------------------------------------------------
@@ -142,6 +154,35 @@ class ITMModel(nn.Module):
             size = (max(1, round(h * f)), max(1, round(w * f)))
             x = F.interpolate(x, size=size, mode="bilinear", align_corners=False, antialias=True)
         return self.compute_context(self.encode_input(x))
+
+    # -- precision -------------------------------------------------------------------------
+    def statistics_modules(self) -> list[nn.Module]:
+        """The submodules that compute image statistics or what is computed from them (IRNet's
+        attention MLPs, GPGMNet's prior extractor and modulation Linears, AGCM's condition
+        network and modulation Linears). :meth:`half_with_fp32_statistics` keeps them in FP32."""
+        return []
+
+    def half_with_fp32_statistics(self, dtype: torch.dtype = torch.float16) -> "ITMModel":
+        """Convert to ``dtype`` in place except the statistics, which stay FP32.
+
+        The same policy as the FP16 ONNX graphs (:mod:`hdrvideo.backends.fp16`): the
+        full-resolution convolutions run in ``dtype``; channel means and variances, pooled priors
+        and everything computed from them run in FP32, because a half-precision variance
+        overflows once features deviate from their mean by more than 256 (65,504 = 256²) and a
+        960×540 channel sum is far beyond FP16. The statistics modules cast their inputs up,
+        and their results are cast down where they meet the features. Buffers of the model
+        itself (colour matrices, resampling taps) stay FP32 and are cast where they are used.
+        """
+        keep = {id(m) for s in self.statistics_modules() for m in s.modules()}
+        for m in self.modules():
+            if id(m) in keep or m is self:
+                continue
+            for p in m.parameters(recurse=False):
+                p.data = p.data.to(dtype)
+            for name, b in m.named_buffers(recurse=False):
+                if b is not None and b.is_floating_point():
+                    setattr(m, name, b.to(dtype))
+        return self
 
     # -- info ------------------------------------------------------------------------------
     def num_parameters(self) -> int:

@@ -57,7 +57,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .base import Context, ITMModel, check_context, conv
+from .base import Context, ITMModel, as_dtype, check_context, conv, param_dtype
 
 
 def box_filter(x: Tensor, r: int) -> Tensor:
@@ -144,6 +144,7 @@ class GlobalPriorsExtraction(nn.Module):
         self.ss_branch = nn.Sequential(*ss, nn.Conv2d(cin, prior_dim, 1), _GlobalMean())
 
     def forward(self, x: Tensor) -> Tensor:
+        x = as_dtype(x, param_dtype(self))  # FP32 under mixed precision: all of it is statistics
         base = guided_filter(x, x, self.gf_radius, self.gf_eps)
         return torch.cat([self.cc_branch(base), self.ss_branch(x - base)], dim=1)
 
@@ -168,7 +169,7 @@ class JMRM(nn.Module):
         b = x + self.bb(x)
         s = self.spcb_fuse(self.spcb_act(torch.cat([branch(b) for branch in self.spcb], dim=1)))
         s_gamma, s_beta = torch.chunk(s, 2, dim=1)
-        g = self.gsmb(prior)[:, :, None, None]
+        g = as_dtype(self.gsmb(as_dtype(prior, param_dtype(self.gsmb))), b.dtype)[:, :, None, None]
         g_gamma, g_beta = torch.chunk(g, 2, dim=1)
         return b + b * (s_gamma * g_gamma) + s_beta * g_beta
 
@@ -195,6 +196,9 @@ class GPGMNet(ITMModel):
 
     def compute_context(self, x: Tensor) -> Context:
         return (self.gpem(x),)
+
+    def statistics_modules(self) -> list[nn.Module]:
+        return [self.gpem, *(m.gsmb for m in self.body)]
 
     def forward_net(self, x: Tensor, context: Context = None) -> Tensor:
         check_context(context, 1, "GPGMNet")

@@ -35,7 +35,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from .base import Context, ITMModel, check_context, conv, mean_std
+from .base import Context, ITMModel, as_dtype, check_context, conv, mean_std, param_dtype
 
 LRELU_SLOPE = 0.05
 
@@ -65,13 +65,14 @@ class CCALayer(nn.Module):
         )
 
     def attention(self, x: Tensor) -> Tensor:
-        m, s = mean_std(x)
+        """The attention vector, in the MLP's precision (FP32 under mixed precision)."""
+        m, s = mean_std(as_dtype(x, param_dtype(self.conv_du)))
         return self.conv_du(s + m)
 
     def forward(self, x: Tensor, att: Tensor | None = None) -> tuple[Tensor, Tensor]:
         if att is None:
             att = self.attention(x)
-        return x * att, att
+        return x * as_dtype(att, x.dtype), att
 
 
 class IRB(nn.Module):
@@ -136,6 +137,9 @@ class IRNet(ITMModel):
     def compute_context(self, x: Tensor) -> Context:
         _, _, atts = self._trunk(x, None)
         return tuple(atts)
+
+    def statistics_modules(self) -> list[nn.Module]:
+        return [b.esa.conv_du for b in self.blocks]
 
     def forward_net(self, x: Tensor, context: Context = None) -> Tensor:
         check_context(context, self.n_blocks, "IRNet")
