@@ -569,7 +569,8 @@ class Pipeline:
         plan = self.plan()
         check_encoder(self._encoder_config(plan))  # NVENC opens with the real options and size, or fails here
         processor = build_processor(plan.preset, device=plan.device, weights=opt.weights, backend=opt.backend,
-                                    **(opt.backend_options or {}))
+                                    input_size=(plan.crop.width, plan.crop.height) if plan.crop else
+                                    (plan.video.width, plan.video.height), **(opt.backend_options or {}))
         warnings = list(plan.assumed) + list(plan.notices) + list(plan.notes)
         for w in warnings:
             log.warning("%s", w)

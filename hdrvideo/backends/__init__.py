@@ -2,11 +2,12 @@
 
 A new backend is one module plus one entry in :data:`BACKENDS`.
 
-``auto`` picks, in order: TensorRT when the ``tensorrt`` package and a CUDA GPU are present;
+``auto`` picks, in order: TensorRT when the ``tensorrt`` and ``onnx`` packages and a CUDA GPU are present;
 ONNX Runtime with its CUDA provider; torch on CUDA; then the best CPU backend (ONNX Runtime when
 installed — faster than eager torch for these convolution stacks on CPU — else torch). It logs
-which it chose and why, and if a choice fails to start (an engine that cannot be built, a GPU
-provider that does not load) it says so and moves on to the next candidate.
+which it chose and why, and if a choice fails to start (a graph TensorRT cannot parse, an engine
+that cannot be built — backends do that work when they are created, given the frame size — or
+a GPU provider that does not load) it says so and moves on to the next candidate.
 """
 
 from __future__ import annotations
@@ -56,7 +57,7 @@ def backend_candidates(device: str | torch.device | None = None) -> list[tuple[s
     if (dev is None or dev.type == "cuda") and torch.cuda.is_available():
         cuda = str(dev) if dev is not None else "cuda"
         gpu = torch.cuda.get_device_name(dev if dev is not None and dev.index is not None else 0)
-        if _has("tensorrt"):
+        if _has("tensorrt") and _has("onnx"):  # the engines are built from exported ONNX
             out.append(("tensorrt", cuda, f"TensorRT and CUDA GPU {gpu} present"))
         if _has("onnxruntime") and _has("onnx"):
             from .onnxruntime_backend import gpu_providers_available

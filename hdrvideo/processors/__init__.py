@@ -17,13 +17,15 @@ def build_processor(
     device: str | torch.device | None = None,
     weights: str | None = None,
     backend: str = "auto",
+    input_size: tuple[int, int] | None = None,
     **backend_options,
 ) -> Processor:
     """Build the processor a (resolved, non-``auto``) preset describes.
 
     Neural presets need weights: ``weights`` overrides the preset's; without either an
     installed file raises :class:`WeightsMissingError`. A neural preset never runs with
-    random weights.
+    random weights. ``input_size`` (W, H of the frames to come) lets a backend that compiles
+    per shape (TensorRT) build its engines now, so a failure there lets ``auto`` fall through.
     """
     if device is None:
         device = "cuda" if torch.cuda.is_available() else "cpu"
@@ -45,13 +47,16 @@ def build_processor(
     model = load_model(preset.model.arch, str(path), colour_domain=preset.model.colour_domain)
     if getattr(model, "scale", preset.scale) != preset.scale:
         raise WeightsMissingError(f"preset {preset.name!r}: model scale {model.scale} != preset scale {preset.scale}")
-    be = create_backend(backend, model, device=device, **backend_options)
+    opts = {"batch": preset.batch, "tile": preset.tile, **({"input_size": input_size} if input_size else {}),
+            **backend_options}
+    be = create_backend(backend, model, device=device, **opts)
     return NeuralProcessor(
         be,
         scale=preset.scale,
         tile=preset.tile,
         overlap=preset.tile_overlap,
-        description=f"{preset.model.arch} ({be.name} on {be.device})",
+        description=f"{preset.model.arch} ({be.name} on {be.device}"
+                    + (f"; {be.describe()})" if hasattr(be, "describe") else ")"),
     )
 
 
