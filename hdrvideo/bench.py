@@ -107,6 +107,11 @@ class BenchResult:
     processor: str = ""
     model_fps_by_backend: dict[str, float] = field(default_factory=dict)  # warm; others only with all_backends
     notes: list[str] = field(default_factory=list)
+    precision: str = "auto"  # auto | fp16 | fp32, as asked
+    gpu: str = ""  # the CUDA device's name
+    #: peak torch CUDA memory (torch.cuda.max_memory_allocated, MiB) of the end-to-end run and of
+    #: one warm model batch; TensorRT's and cuDNN's own workspaces are not in it
+    peak_gpu_mb: dict[str, float] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -130,8 +135,15 @@ def run_bench(
     threads: int | None = None,
     workdir: str | None = None,
     all_backends: bool = False,
+    precision: str = "auto",
+    backend_options: dict[str, Any] | None = None,
 ) -> BenchResult:
-    """Measure the stages and the whole pipeline; see the module docstring."""
+    """Measure the stages and the whole pipeline; see the module docstring.
+
+    ``precision``: ``auto`` (each backend's default: FP16 on CUDA, FP32 on a CPU), ``fp16`` or
+    ``fp32``. ``backend_options`` go to the backend (e.g. ``{"cuda_graphs": False}`` or
+    ``{"compile": "default"}`` for torch).
+    """
     from . import models
     from .media.decode import Decoder
     from .media.encode import EncoderConfig, HevcEncoder
@@ -144,6 +156,8 @@ def run_bench(
 
     if frames < 2:
         raise UsageError("--frames must be at least 2")
+    if precision not in ("auto", "fp16", "fp32"):
+        raise UsageError(f"precision must be auto, fp16 or fp32, not {precision!r}")
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
     budget = thread_budget(device, threads)
     torch_threads_before = torch.get_num_threads()
@@ -189,9 +203,19 @@ def run_bench(
                 label = str(path)
             weights = str(path)
 
+        extra = dict(backend_options or {})
         backend_options = {"threads": budget["model"]} if backend in ("auto", "onnxruntime") else {}
-        processor = build_processor(p, device=device, weights=weights, backend=backend, **backend_options)
+        if precision != "auto":
+            backend_options["fp16"] = precision == "fp16"
+        backend_options.update(extra)
+        processor = build_processor(p, device=device, weights=weights, backend=backend,
+                                    input_size=(video.width, video.height), **backend_options)
         dev = processor.device
+        gpu = torch.cuda.get_device_name(dev) if dev.type == "cuda" else ""
+        peak_gpu: dict[str, float] = {}
+        if dev.type == "cuda":
+            torch.cuda.synchronize(dev)
+            torch.cuda.reset_peak_memory_stats(dev)
 
         # ---- end to end (first, so the peak RSS below is the pipeline's own) ------------------
         out = work / "e2e.mp4"
@@ -206,6 +230,8 @@ def run_bench(
                               backend_options=backend_options)  # the same thread budget as the stage timings
         report = Pipeline(str(clip), str(out), opts).run()
         rss_pipeline = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+        if dev.type == "cuda":
+            peak_gpu["end_to_end"] = round(torch.cuda.max_memory_allocated(dev) / 2**20, 1)
         setup = float(report.stage_seconds.get("setup", 0.0))
         whole = report.seconds - setup - float(report.stage_seconds.get("mux", 0.0))
         e2e = _fps(report.frames, whole)
@@ -247,7 +273,14 @@ def run_bench(
         rgbs = [stage.to_rgb(planes) for planes, _ in batches]
         with torch.inference_mode():
             processor(rgbs[0])  # warm-up: session/engine creation, allocations
+            processor(rgbs[0])  # a second call: CUDA graphs capture a shape on its second call
             _sync(dev)
+            if dev.type == "cuda":
+                torch.cuda.reset_peak_memory_stats(dev)
+                base = torch.cuda.memory_allocated(dev)
+                processor(rgbs[0])
+                _sync(dev)
+                peak_gpu["model_batch"] = round((torch.cuda.max_memory_allocated(dev) - base) / 2**20, 1)
             t0 = time.perf_counter()
             hdrs = [processor(rgb) for rgb in rgbs]
             _sync(dev)
@@ -324,6 +357,7 @@ def run_bench(
             efficiency_vs_slowest_part=round(steady / parts, 3), setup_s=round(setup, 3),
             peak_rss_mb=round(rss_pipeline, 1),
             processor=processor.description, model_fps_by_backend=by_backend, notes=notes,
+            precision=precision, gpu=gpu, peak_gpu_mb=peak_gpu,
         )
     finally:
         tmp.cleanup()

@@ -166,6 +166,9 @@ def bench_command(
     x265_preset: Annotated[Optional[str], typer.Option("--x265-preset", help="x265 speed preset (default: the preset's).")] = None,
     threads: Annotated[Optional[int], typer.Option("--threads", help="CPU cores to budget (default: all).")] = None,
     all_backends: Annotated[bool, typer.Option("--all-backends", help="Also time the model on every other backend available here.")] = False,
+    precision: Annotated[str, typer.Option("--precision", help="auto (FP16 on CUDA, FP32 on CPU), fp16 or fp32.")] = "auto",
+    cuda_graphs: Annotated[Optional[bool], typer.Option("--cuda-graphs/--no-cuda-graphs", help="torch on CUDA: replay the model as CUDA graphs (default on).")] = None,
+    torch_compile: Annotated[Optional[str], typer.Option("--torch-compile", help="torch: torch.compile mode (default, max-autotune-no-cudagraphs, …); off by default.")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the figures as JSON.")] = False,
 ) -> None:
     """Measure decode, model, colour/pack, encode and end-to-end fps, and the pipeline's efficiency."""
@@ -173,9 +176,14 @@ def bench_command(
 
     if backend not in ("auto", "torch", "onnxruntime", "tensorrt"):
         raise UsageError(f"unknown backend {backend!r} (auto, torch, onnxruntime, tensorrt)")
+    torch_options: dict[str, Any] = {}
+    if cuda_graphs is not None:
+        torch_options["cuda_graphs"] = cuda_graphs
+    if torch_compile:
+        torch_options["compile"] = torch_compile
     r = run_bench(preset, str(weights) if weights else None, backend, device, parse_size(size), frames,
                   str(input) if input else None, random_weights, batch, x265_preset, threads,
-                  all_backends=all_backends)
+                  all_backends=all_backends, precision=precision, backend_options=torch_options)
     if as_json:
         _out().print_json(json.dumps(r.to_dict()))
         return
@@ -197,6 +205,9 @@ def bench_command(
     out.print(f"  pipeline efficiency {r.efficiency:.2f} (steady state ÷ slowest stage; whole run "
               f"{r.efficiency_whole_run:.2f}, vs slowest part {r.efficiency_vs_slowest_part:.2f}); "
               f"setup {r.setup_s:.2f} s; peak RSS {r.peak_rss_mb:.0f} MB", highlight=False, soft_wrap=True)
+    if r.peak_gpu_mb:
+        out.print(f"  GPU {r.gpu}: peak torch memory {r.peak_gpu_mb.get('end_to_end', 0):.0f} MiB end to end, "
+                  f"{r.peak_gpu_mb.get('model_batch', 0):.0f} MiB for one model batch", highlight=False)
     for n in r.notes:
         out.print(f"  note: {n}", highlight=False)
 
