@@ -78,8 +78,20 @@ def test_p010_packing_for_nvenc(tmp_path):
     assert (uv[:, 0::2] >> 6 == 300).all() and (uv[:, 1::2] >> 6 == 700).all()
 
 
+def _nvenc_opens() -> bool:
+    from hdrvideo.errors import EncoderError
+    from hdrvideo.media.encode import check_encoder
+
+    try:
+        check_encoder("hevc_nvenc", 256, 144)
+    except EncoderError:
+        return False
+    return True
+
+
 @pytest.mark.gpu
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU with NVENC")
+@pytest.mark.skipif(not torch.cuda.is_available() or not _nvenc_opens(),
+                    reason="needs a CUDA GPU with NVENC (data-centre GPUs such as the H100 have none)")
 def test_nvenc_conversion(tmp_path):
     import hdrvideo
 

@@ -93,7 +93,9 @@ class CudaGraphCache:
             self.fn(*static_in)
         torch.cuda.current_stream(args[0].device).wait_stream(side)
         graph = torch.cuda.CUDAGraph()
-        with torch.cuda.graph(graph):
+        # thread_local: the pipeline's other threads (decoder pinning buffers, light meter
+        # uploading planes) keep using CUDA while this thread captures; "global" would fail them
+        with torch.cuda.graph(graph, capture_error_mode="thread_local"):
             static_out = self.fn(*static_in)
         self.captures += 1
         return graph, static_in, static_out
