@@ -175,7 +175,7 @@ def torch_seed() -> None:
     torch.manual_seed(0)
 
 
-def step_model(args, work: Path, compile_modes: tuple[str, ...] = ()) -> dict:
+def step_model(args, work: Path, compile_modes: tuple[str, ...] = (), partial=None) -> dict:
     import torch
 
     from hdrvideo.backends.torch_backend import TorchBackend
@@ -213,6 +213,8 @@ def step_model(args, work: Path, compile_modes: tuple[str, ...] = ()) -> dict:
         except Exception as err:  # noqa: BLE001 - one variant's failure is a result, not the end
             r = {"error": f"{type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}"}
         out["variants"][name] = r
+        if partial is not None:  # what is done survives a step stopped by its time limit
+            partial(out)
         del be
         if dev == "cuda":
             torch.cuda.empty_cache()
@@ -302,6 +304,12 @@ def step_presets(args, work: Path) -> dict:
     return out
 
 
+def _write_result(args, result: dict) -> None:
+    tmp = Path(args.result + ".tmp")
+    tmp.write_text(json.dumps(result, indent=2, default=str))
+    os.replace(tmp, args.result)
+
+
 def run_step(name: str, args) -> dict:
     work = Path(args.work)
     if name == "env":
@@ -311,7 +319,7 @@ def run_step(name: str, args) -> dict:
     if name == "input":
         return step_input(args, work)
     if name == "model":
-        return step_model(args, work)
+        return step_model(args, work, partial=lambda r: _write_result(args, r))
     if name == "bench16":
         return step_bench(args, work, "fp16")
     if name == "bench32":
@@ -320,7 +328,7 @@ def run_step(name: str, args) -> dict:
         return step_presets(args, work)
     if name == "compile":
         modes = ("default",) if args.dry_run else ("default", "max-autotune-no-cudagraphs")
-        return step_model(args, work, compile_modes=modes)
+        return step_model(args, work, compile_modes=modes, partial=lambda r: _write_result(args, r))
     raise SystemExit(f"unknown step {name}")
 
 
@@ -421,7 +429,9 @@ def orchestrate(args) -> int:
     if own_work:
         shutil.rmtree(work, ignore_errors=True)
     print(json.dumps(summary["key_figures"], indent=2, default=str))
-    bad = [n for n, s in summary["steps"].items() if not str(s.get("status", "")).startswith(("ok", "skipped"))]
+    # torch.compile is an optional speed-up: its step running out of time is a figure, not a failure
+    bad = [n for n, s in summary["steps"].items()
+           if not str(s.get("status", "")).startswith(("ok", "skipped")) and n != "compile"]
     return 1 if bad else 0
 
 
@@ -437,7 +447,7 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     if args.step:
         result = run_step(args.step, args)
-        Path(args.result).write_text(json.dumps(result, indent=2, default=str))
+        _write_result(args, result)
         return 0
     if not args.outdir:
         ap.error("OUTDIR is required")
