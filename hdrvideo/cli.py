@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import json
 import logging
-import signal
+import math
+import os
 import sys
 from enum import Enum
 from pathlib import Path
@@ -16,11 +17,44 @@ from typing import Annotated, Any, Callable, Optional
 
 import typer
 from rich.console import Console
+from rich.text import Text
+from typer.core import TyperGroup
 
+from . import signals
 from .errors import HdrvideoError
+from .presets import AUDIO_MODES, BACKEND_NAMES, ENCODER_NAMES, X265_PRESETS
+
+
+# click's exception classes, wherever this typer takes click from (typer ≥ 0.2x vendors it)
+_ClickException = next(c for c in typer.BadParameter.__mro__ if c.__name__ == "ClickException")
+_ClickUsageError = next(c for c in typer.BadParameter.__mro__ if c.__name__ == "UsageError")
+
+
+class _OneLineErrors(TyperGroup):
+    """Click usage errors (unknown option, bad value) as one ``error: …`` line, exit code 2."""
+
+    def main(self, args=None, prog_name=None, complete_var=None, standalone_mode=True, **extra):  # type: ignore[override]
+        try:
+            rv = super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
+        except _ClickException as err:
+            if not standalone_mode:
+                raise
+            message = err.format_message().replace("Value error, ", "")
+            if isinstance(err, _ClickUsageError) and not isinstance(err, typer.BadParameter) and err.ctx is not None:
+                message += f" (see '{err.ctx.command_path} --help')"
+            raise SystemExit(_print_error(message, err.exit_code)) from None
+        except typer.Abort:
+            if not standalone_mode:
+                raise
+            raise SystemExit(_print_error("interrupted; no partial output was left", 130)) from None
+        if not standalone_mode:
+            return rv
+        raise SystemExit(rv if isinstance(rv, int) else 0)
+
 
 app = typer.Typer(
     name="hdrvideo",
+    cls=_OneLineErrors,
     help="Convert SDR (BT.709) video to HDR10 (PQ, BT.2020, HEVC Main10) with classical or neural mapping.",
     no_args_is_help=True,
     add_completion=False,
@@ -28,10 +62,17 @@ app = typer.Typer(
     context_settings={"help_option_names": ["-h", "--help"]},
 )
 
-stdout = Console()
-stderr = Console(stderr=True)
-_state: dict[str, Any] = {"debug": False}
+# No user text (paths, preset fields, FFmpeg messages) is ever read as rich markup or emoji
+# codes: styles are given as Text/style arguments only.
+stdout = Console(markup=False, emoji=False, highlight=False)
+stderr = Console(stderr=True, markup=False, emoji=False, highlight=False)
+_state: dict[str, Any] = {"debug": False, "json_events": False}
 log = logging.getLogger("hdrvideo")
+
+
+def _choices(name: str, values: tuple[str, ...]) -> type[Enum]:
+    """A str Enum typer validates while parsing the command line (values as given)."""
+    return Enum(name, [(v.replace("-", "_"), v) for v in values], type=str)  # type: ignore[return-value]
 
 
 class LogLevel(str, Enum):
@@ -72,8 +113,92 @@ class InputRange(str, Enum):
     full = "full"
 
 
-def _value(choice: Enum | None) -> str | None:
-    return None if choice is None else choice.value
+Backend = _choices("Backend", BACKEND_NAMES)
+Encoder = _choices("Encoder", ENCODER_NAMES)
+X265Preset = _choices("X265Preset", X265_PRESETS)
+LightLevel = _choices("LightLevel", ("decoded", "input"))
+Engine = _choices("Engine", ("local", "ray"))
+ChunkTransfer = _choices("ChunkTransfer", ("shared", "object-store"))
+Tier = _choices("Tier", ("main", "high"))
+AudioMode = _choices("AudioMode", AUDIO_MODES)
+TwoPassCache = _choices("TwoPassCache", ("auto", "planes", "recompute"))
+
+
+def _value(v: Any) -> Any:
+    return v.value if isinstance(v, Enum) else v
+
+
+def checked(option: str) -> Callable[[Any], Any]:
+    """A typer callback checking a convert option by its preset field's rule while parsing."""
+
+    def check(value: Any) -> Any:
+        if value is None:
+            return None
+        from .presets import check_option
+
+        try:
+            return check_option(option, value, label="")
+        except HdrvideoError as err:
+            raise typer.BadParameter(str(err).strip()) from None
+
+    return check
+
+
+def _checked_time(value: Optional[str]) -> Optional[str]:
+    if value is None:
+        return None
+    from .media.decode import parse_time
+
+    try:
+        parse_time(value)
+    except HdrvideoError as err:
+        raise typer.BadParameter(str(err)) from None
+    return value
+
+
+class _LineHandler(logging.Handler):
+    """Log records as ``level: message`` lines on stderr (never wrapped, never markup)."""
+
+    _STYLES = {"WARNING": "yellow", "ERROR": "bold red", "CRITICAL": "bold red"}
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            level = record.levelname.lower()
+            stderr.print(Text.assemble((f"{level}:", self._STYLES.get(record.levelname, "dim")), " ",
+                                       record.getMessage()), soft_wrap=True)
+        except Exception:  # noqa: BLE001
+            self.handleError(record)
+
+
+class _JsonHandler(logging.Handler):
+    """Log records as JSON lines on stderr: ``{"stage": "warning", "message": …}`` (``--progress json``)."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            if record.levelno >= logging.WARNING:
+                stage = "warning" if record.levelno == logging.WARNING else "error"
+                event = {"stage": stage, "message": record.getMessage()}
+            else:
+                event = {"stage": "log", "level": record.levelname.lower(), "message": record.getMessage()}
+            emit_json(event)
+        except Exception:  # noqa: BLE001
+            self.handleError(record)
+
+
+def emit_json(event: dict[str, Any]) -> None:
+    """One JSON object on one stderr line."""
+    sys.stderr.write(json.dumps(event, default=str) + "\n")
+    sys.stderr.flush()
+
+
+def json_events() -> None:
+    """From now on stderr carries only JSON lines: log records and the final error become events."""
+    _state["json_events"] = True
+    root = logging.getLogger()
+    for h in list(root.handlers):
+        if isinstance(h, (_LineHandler, _JsonHandler)):
+            root.removeHandler(h)
+    root.addHandler(_JsonHandler())
 
 
 @app.callback()
@@ -82,10 +207,9 @@ def _main(
     debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks on errors.")] = False,
 ) -> None:
     _state["debug"] = debug
-    from rich.logging import RichHandler
-
-    handler = RichHandler(console=stderr, show_time=False, show_path=False, markup=False)
-    logging.basicConfig(level=getattr(logging, log_level.value.upper()), format="%(message)s", handlers=[handler], force=True)
+    _state["json_events"] = False
+    logging.basicConfig(level=getattr(logging, log_level.value.upper()), format="%(message)s",
+                        handlers=[_LineHandler()], force=True)
     # PyAV/FFmpeg logging is quiet unless debugging
     import av.logging
 
@@ -99,9 +223,17 @@ def _main(
         logging.getLogger("libav").setLevel(logging.CRITICAL)
 
 
+def _print_error(message: str, code: int) -> int:
+    signals.finish()  # the outcome is decided: a late signal must not change it
+    if _state.get("json_events"):
+        emit_json({"stage": "failed", "error": message, "exit_code": code})
+    else:
+        stderr.print(Text.assemble(("error:", "bold red"), " ", message), soft_wrap=True)
+    return code
+
+
 def fail(message: str, code: int) -> typer.Exit:
-    stderr.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
-    return typer.Exit(code)
+    return typer.Exit(_print_error(message, code))
 
 
 def handle_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
@@ -119,7 +251,7 @@ def handle_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
                 stderr.print_exception()
             raise fail(str(err).splitlines()[0] if str(err) else type(err).__name__, err.exit_code) from None
         except KeyboardInterrupt:
-            raise fail("interrupted; no output was written", 130) from None
+            raise fail("interrupted; no partial output was left", 130) from None
         except Exception as err:  # noqa: BLE001 - the CLI never shows a raw traceback
             if _state["debug"]:
                 stderr.print_exception()
@@ -130,24 +262,30 @@ def handle_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
 
 
 def _sigterm_to_interrupt() -> None:
-    """Docker/farm schedulers stop jobs with SIGTERM: clean up exactly as for Ctrl-C."""
+    """Docker/farm schedulers stop jobs with SIGTERM: clean up exactly as for Ctrl-C.
 
-    def handler(signum, frame):  # noqa: ARG001
-        raise KeyboardInterrupt
-
-    try:
-        signal.signal(signal.SIGTERM, handler)
-    except ValueError:  # not in the main thread (embedded use)
-        pass
+    :func:`main` installs this for the whole process; this keeps embedded callers working."""
+    if not signals.installed():
+        signals.install()
 
 
 # --------------------------------------------------------------------------------------
 # convert
 # --------------------------------------------------------------------------------------
 
+_STAGE_WORDS = {"analyse": "analysing (pass 1)", "convert": "converting", "flush": "encoder flush",
+                "meter": "light metering", "mux": "muxing", "done": "done"}
+
+
+def rate_text(fps: float) -> str:
+    """``12.3 fps``, or seconds per frame below 1 fps (``8.4 s/frame``)."""
+    if fps >= 1 or fps <= 0 or not math.isfinite(fps):
+        return f"{fps:.1f} fps"
+    return f"{1 / fps:.1f} s/frame"
+
 
 class _Progress:
-    """Progress sink: a rich bar on a TTY, JSON lines, or nothing."""
+    """Progress sink: a rich bar on a TTY, JSON lines, or nothing. Identical lines are not repeated."""
 
     def __init__(self, mode: ProgressMode, total_hint: int = 0) -> None:
         if mode == ProgressMode.auto:
@@ -155,17 +293,19 @@ class _Progress:
         self.mode = mode
         self.bar = None
         self.task = None
+        self._last: tuple | None = None
 
     def __enter__(self) -> "_Progress":
         if self.mode == ProgressMode.bar:
             from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
             self.bar = Progress(
-                TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
-                TextColumn("{task.fields[fps]:.1f} fps"), TimeRemainingColumn(), console=stderr, transient=True,
+                TextColumn("{task.description}", style="bold", markup=False), BarColumn(), MofNCompleteColumn(),
+                TextColumn("{task.fields[rate]}", markup=False), TimeRemainingColumn(), console=stderr,
+                transient=True,
             )
             self.bar.__enter__()
-            self.task = self.bar.add_task("converting", total=None, fps=0.0)
+            self.task = self.bar.add_task("converting", total=None, fps=0.0, rate=rate_text(0.0))
         return self
 
     def __exit__(self, *exc: Any) -> None:
@@ -173,31 +313,35 @@ class _Progress:
             self.bar.__exit__(*exc)
 
     def __call__(self, event) -> None:
+        key = (event.frame, event.total, event.stage)
+        if key == self._last:
+            return
+        self._last = key
         if self.mode == ProgressMode.json:
-            sys.stderr.write(json.dumps({"frame": event.frame, "total": event.total, "fps": event.fps,
-                                         "eta_s": event.eta_s, "stage": event.stage}) + "\n")
-            sys.stderr.flush()
+            if event.stage == "done":  # the command writes the final line, with the report
+                return
+            emit_json({"frame": event.frame, "total": event.total, "fps": event.fps, "eta_s": event.eta_s,
+                       "stage": event.stage})
         elif self.bar is not None:
             self.bar.update(self.task, completed=event.frame, total=event.total or None, fps=event.fps,
-                            description={"mux": "muxing", "analyse": "analysing (pass 1)"}.get(event.stage, "converting"))
+                            rate=rate_text(event.fps), description=_STAGE_WORDS.get(event.stage, event.stage))
 
 
 def print_report(report, as_json: bool) -> None:
+    """The final report on stdout (warnings were logged once when they happened)."""
     if as_json:
         stdout.print_json(json.dumps(report.to_dict()))
         return
     w, h = report.output_size
+    stdout.print(Text.assemble(("✓", "green"), " ", str(report.output)), soft_wrap=True)
     stdout.print(
-        f"[green]✓[/] {report.output}\n"
         f"  {report.frames} frames {report.input_size[0]}×{report.input_size[1]} → {w}×{h}, "
-        f"{report.fps:.2f} fps, {report.seconds:.1f} s\n"
+        f"{rate_text(report.fps)}, {report.seconds:.1f} s\n"
         f"  preset {report.preset}: {report.processor}; {report.encoder}\n"
         f"  MaxCLL {report.max_cll} cd/m², MaxFALL {report.max_fall} cd/m²"
         + (f"\n  input colour: {_colour_line(report.input_colour)}" if report.input_colour else ""),
-        highlight=False,
+        soft_wrap=True,
     )
-    for w_ in report.warnings:
-        stderr.print(f"[yellow]warning:[/] {w_}", highlight=False)
 
 
 def _colour_line(colour: dict[str, str]) -> str:
@@ -210,28 +354,28 @@ def convert(
     input: Annotated[Path, typer.Argument(help="SDR video file to convert.", show_default=False)],
     output: Annotated[Optional[Path], typer.Option("-o", "--output", help="Output .mp4/.mov/.mkv (default: INPUT.hdr10.mp4 beside the input).")] = None,
     preset: Annotated[str, typer.Option("-p", "--preset", help="Preset name (see `hdrvideo presets`) or a .toml file.")] = "bt2408",
-    weights: Annotated[Optional[Path], typer.Option("--weights", help="Weights (.safetensors/.pth) overriding the preset's.")] = None,
-    backend: Annotated[str, typer.Option("--backend", help="auto, torch, onnxruntime or tensorrt.")] = "auto",
+    weights: Annotated[Optional[Path], typer.Option("--weights", help="Weights (.safetensors/.pth) overriding the preset's.", exists=True, dir_okay=False)] = None,
+    backend: Annotated[Backend, typer.Option("--backend", help="Inference backend.")] = Backend("auto"),  # type: ignore[assignment]
     device: Annotated[Optional[str], typer.Option("--device", help="cpu or cuda[:N] (default: cuda if present).")] = None,
-    start: Annotated[Optional[str], typer.Option("--start", help="Start time: seconds or HH:MM:SS.ms.")] = None,
-    duration: Annotated[Optional[str], typer.Option("--duration", help="Duration: seconds or HH:MM:SS.ms.")] = None,
-    encoder: Annotated[Optional[str], typer.Option("--encoder", help="libx265 (default) or hevc_nvenc.")] = None,
-    crf: Annotated[Optional[float], typer.Option("--crf", help="Constant quality (x265 CRF / NVENC CQ).")] = None,
-    x265_preset: Annotated[Optional[str], typer.Option("--x265-preset", help="x265 speed preset (ultrafast … placebo).")] = None,
-    batch: Annotated[Optional[int], typer.Option("--batch", help="Frames per batch on the device.")] = None,
-    tile: Annotated[Optional[int], typer.Option("--tile", help="Tile edge in input pixels for neural presets (0 = whole frame).")] = None,
+    start: Annotated[Optional[str], typer.Option("--start", help="Start time: seconds or HH:MM:SS.ms.", callback=_checked_time)] = None,
+    duration: Annotated[Optional[str], typer.Option("--duration", help="Duration: seconds or HH:MM:SS.ms.", callback=_checked_time)] = None,
+    encoder: Annotated[Optional[Encoder], typer.Option("--encoder", help="HEVC encoder (default: the preset's, libx265).")] = None,  # type: ignore[valid-type]
+    crf: Annotated[Optional[float], typer.Option("--crf", help="Constant quality, 0–51 (x265 CRF / NVENC CQ).", callback=checked("crf"))] = None,
+    x265_preset: Annotated[Optional[X265Preset], typer.Option("--x265-preset", help="x265 speed preset.")] = None,  # type: ignore[valid-type]
+    batch: Annotated[Optional[int], typer.Option("--batch", help="Frames per batch on the device (capped by a memory estimate).", callback=checked("batch"))] = None,
+    tile: Annotated[Optional[int], typer.Option("--tile", help="Tile edge in input pixels for neural presets (0 = whole frame).", callback=checked("tile"))] = None,
     force: Annotated[bool, typer.Option("-f", "--force", help="Overwrite an existing output.")] = False,
     no_audio: Annotated[bool, typer.Option("--no-audio", help="Do not copy audio streams.")] = False,
     no_subtitles: Annotated[bool, typer.Option("--no-subtitles", help="Do not copy subtitle streams.")] = False,
-    light_level: Annotated[str, typer.Option("--light-level", help="Measure MaxCLL/MaxFALL on the 'decoded' output (exact) or the encoder 'input' (faster).")] = "decoded",
+    light_level: Annotated[LightLevel, typer.Option("--light-level", help="Measure MaxCLL/MaxFALL on the 'decoded' output (exact) or the encoder 'input' (faster).")] = LightLevel("decoded"),  # type: ignore[assignment]
     progress: Annotated[ProgressMode, typer.Option("--progress", help="Progress display; json writes one object per line to stderr.")] = ProgressMode.auto,
     as_json: Annotated[bool, typer.Option("--json", help="Print the final report as JSON on stdout.")] = False,
-    chunks: Annotated[int, typer.Option("--chunks", help="Split at keyframes into N parts, convert them in parallel, join them (1 = one piece).")] = 1,
-    engine: Annotated[str, typer.Option("--engine", help="Where chunks run: local (process pool) or ray.")] = "local",
-    workers: Annotated[Optional[int], typer.Option("--workers", help="Local worker processes for --chunks (default: one per GPU, else a CPU-friendly few).")] = None,
+    chunks: Annotated[int, typer.Option("--chunks", min=1, help="Split at keyframes into N parts, convert them in parallel, join them (1 = one piece).")] = 1,
+    engine: Annotated[Engine, typer.Option("--engine", help="Where chunks run: local (process pool) or ray.")] = Engine("local"),  # type: ignore[assignment]
+    workers: Annotated[Optional[int], typer.Option("--workers", min=1, help="Local worker processes for --chunks (default: one per GPU, else a CPU-friendly few).")] = None,
     ray_address: Annotated[Optional[str], typer.Option("--ray-address", help="Ray cluster address for --engine ray (default: start a local Ray).")] = None,
     work_dir: Annotated[Optional[Path], typer.Option("--work-dir", help="Where chunk files go (default: beside the output; shared storage on a Ray cluster).")] = None,
-    chunk_transfer: Annotated[str, typer.Option("--chunk-transfer", help="How chunks reach Ray workers: shared (files in --work-dir) or object-store.")] = "shared",
+    chunk_transfer: Annotated[ChunkTransfer, typer.Option("--chunk-transfer", help="How chunks reach Ray workers: shared (files in --work-dir) or object-store.")] = ChunkTransfer("shared"),  # type: ignore[assignment]
     deinterlace: Annotated[DeinterlaceMode, typer.Option("--deinterlace", help="Deinterlace (bwdif, one frame per field): auto = when the input is interlaced.")] = DeinterlaceMode.auto,
     input_matrix: Annotated[Optional[InputMatrix], typer.Option("--input-matrix", help="Read the input's Y'CbCr with this matrix, whatever its tags say.")] = None,
     input_primaries: Annotated[Optional[InputPrimaries], typer.Option("--input-primaries", help="The input's colour primaries, whatever its tags say.")] = None,
@@ -243,11 +387,11 @@ def convert(
     maxrate: Annotated[Optional[str], typer.Option("--maxrate", help="VBV peak rate (with --bufsize), e.g. 10M.", rich_help_panel="Delivery")] = None,
     bufsize: Annotated[Optional[str], typer.Option("--bufsize", help="VBV buffer size in bits, e.g. 20M.", rich_help_panel="Delivery")] = None,
     two_pass: Annotated[Optional[bool], typer.Option("--two-pass/--one-pass", help="Two-pass encode to --bitrate.", rich_help_panel="Delivery")] = None,
-    two_pass_cache: Annotated[str, typer.Option("--two-pass-cache", help="Second-pass frames: auto, planes (lossless cache on disk) or recompute.", rich_help_panel="Delivery")] = "auto",
+    two_pass_cache: Annotated[TwoPassCache, typer.Option("--two-pass-cache", help="Second-pass frames: auto, planes (lossless cache on disk) or recompute.", rich_help_panel="Delivery")] = TwoPassCache("auto"),  # type: ignore[assignment]
     level: Annotated[Optional[str], typer.Option("--level", help="HEVC level, e.g. 5.1 (refused if the output cannot fit it).", rich_help_panel="Delivery")] = None,
-    tier: Annotated[Optional[str], typer.Option("--tier", help="HEVC tier: main or high.", rich_help_panel="Delivery")] = None,
+    tier: Annotated[Optional[Tier], typer.Option("--tier", help="HEVC tier: main or high.", rich_help_panel="Delivery")] = None,  # type: ignore[valid-type]
     fragmented: Annotated[Optional[bool], typer.Option("--fragmented/--no-fragmented", help="Fragmented (CMAF-style) MP4, fragments at keyframes.", rich_help_panel="Delivery")] = None,
-    audio: Annotated[Optional[str], typer.Option("--audio", help="copy (default), aac or none.", rich_help_panel="Delivery")] = None,
+    audio: Annotated[Optional[AudioMode], typer.Option("--audio", help="copy (default), aac or none.", rich_help_panel="Delivery")] = None,  # type: ignore[valid-type]
     audio_bitrate: Annotated[Optional[str], typer.Option("--audio-bitrate", help="AAC bit rate, e.g. 128k (default 64k per channel).", rich_help_panel="Delivery")] = None,
     audio_streams: Annotated[Optional[str], typer.Option("--audio-streams", help="Audio streams to keep: indices or language codes (1,eng), all or none.", rich_help_panel="Delivery")] = None,
     subtitle_streams: Annotated[Optional[str], typer.Option("--subtitle-streams", help="Subtitle streams to keep: indices or language codes, all or none.", rich_help_panel="Delivery")] = None,
@@ -258,33 +402,36 @@ def convert(
     from .pipeline import ConvertOptions, Pipeline
 
     _sigterm_to_interrupt()
+    if progress == ProgressMode.json:
+        json_events()
     with _Progress(progress) as sink:
         opts = ConvertOptions(
-            preset=preset, weights=str(weights) if weights else None, backend=backend, device=device,
-            start=start, duration=duration, encoder=encoder, crf=crf, x265_preset=x265_preset, batch=batch,
-            tile=tile, force=force, copy_audio=not no_audio, copy_subtitles=not no_subtitles, light_level=light_level,
-            progress=sink if sink.mode != ProgressMode.none else None, deinterlace=deinterlace.value,
-            input_matrix=_value(input_matrix), input_primaries=_value(input_primaries), input_range=_value(input_range),
+            preset=preset, weights=str(weights) if weights else None, backend=_value(backend), device=device,
+            start=start, duration=duration, encoder=_value(encoder), crf=crf, x265_preset=_value(x265_preset),
+            batch=batch, tile=tile, force=force, copy_audio=not no_audio, copy_subtitles=not no_subtitles,
+            light_level=_value(light_level), progress=sink if sink.mode != ProgressMode.none else None,
+            deinterlace=_value(deinterlace), input_matrix=_value(input_matrix),
+            input_primaries=_value(input_primaries), input_range=_value(input_range),
             x265_params=x265_params, keyint=keyint, closed_gop=closed_gop, bitrate=bitrate, maxrate=maxrate,
-            bufsize=bufsize, two_pass=two_pass, two_pass_cache=two_pass_cache, level=level, tier=tier,
-            fragmented=fragmented, audio=audio, audio_bitrate=audio_bitrate, audio_streams=audio_streams,
+            bufsize=bufsize, two_pass=two_pass, two_pass_cache=_value(two_pass_cache), level=level, tier=_value(tier),
+            fragmented=fragmented, audio=_value(audio), audio_bitrate=audio_bitrate, audio_streams=audio_streams,
             subtitle_streams=subtitle_streams, crop=crop, pad_back=pad_back,
         )
-        if chunks != 1 or engine != "local":
+        if chunks != 1 or _value(engine) != "local":
             import dataclasses
 
             from .farm.chunks import convert_chunked
 
             report = convert_chunked(
-                input, output, chunks=chunks, engine=engine, workers=workers, ray_address=ray_address,
-                work_dir=work_dir, transfer=chunk_transfer,
+                input, output, chunks=chunks, engine=_value(engine), workers=workers, ray_address=ray_address,
+                work_dir=work_dir, transfer=_value(chunk_transfer), on_commit=signals.finish,
                 **{f.name: getattr(opts, f.name) for f in dataclasses.fields(opts)},
             )
         else:
-            report = Pipeline(input, output, opts).run()
+            report = Pipeline(input, output, opts).run(on_commit=signals.finish)
     if progress == ProgressMode.json:
-        sys.stderr.write(json.dumps({"frame": report.frames, "total": report.frames, "fps": report.fps, "eta_s": 0.0,
-                                     "stage": "done", "report": report.to_dict()}) + "\n")
+        emit_json({"frame": report.frames, "total": report.frames, "fps": report.fps, "eta_s": 0.0,
+                   "stage": "done", "report": report.to_dict()})
     print_report(report, as_json)
 
 
@@ -443,14 +590,49 @@ def sample(
 
 
 def main() -> None:
-    """Console entry point."""
-    _register_optional_commands()
-    app()
+    """Console entry point.
+
+    SIGINT and SIGTERM raise KeyboardInterrupt (exit code 130, nothing left behind) until the
+    outcome is decided, and are ignored from then on. The process ends with ``os._exit`` once
+    stdout and stderr are flushed: interpreter finalisation would run while daemon threads of
+    C++ libraries may still exist, which can abort the process (see hdrvideo.signals).
+    """
+    signals.install()
+    code: int = 1
+    try:
+        _register_optional_commands()
+        app()
+        code = 0
+    except SystemExit as exc:
+        if exc.code is None or isinstance(exc.code, int):
+            code = exc.code or 0
+        else:
+            print(exc.code, file=sys.stderr)
+            code = 1
+    except KeyboardInterrupt:
+        code = _print_error("interrupted; no partial output was left", 130)
+    except BaseException:  # noqa: BLE001 - last resort: show it, exit 1
+        import traceback
+
+        traceback.print_exc()
+        code = 1
+    finally:
+        signals.finish()
+        for stream in (sys.stdout, sys.stderr):
+            try:
+                stream.flush()
+            except (OSError, ValueError):
+                pass
+    os._exit(code)
 
 
 def _register_optional_commands() -> None:
-    """Attach the commands that live next to their stage (models, training, backends, farm)."""
+    """Attach the commands that live next to their stage (models, training, backends, farm); once."""
     import importlib
+
+    if _state.get("registered"):
+        return
+    _state["registered"] = True
 
     for module, names in (
         ("hdrvideo.models.cli", ("models",)),

@@ -1,7 +1,7 @@
 """Stable exception types of the public API, each with the CLI exit code it maps to.
 
 Exit codes (documented in the README): 0 ok, 1 conversion failed, 2 usage or bad input,
-3 partial batch (some jobs of a batch failed).
+3 partial batch (some jobs of a batch failed), 130 interrupted.
 """
 
 from __future__ import annotations
@@ -33,7 +33,12 @@ class OutputExistsError(UsageError):
     """The output already exists and ``force`` was not given."""
 
 
-class WeightsMissingError(UsageError):
+class WeightsError(UsageError, ValueError):
+    """A weights file that cannot be used: unreadable, not found, pickled code, non-finite or
+    non-floating-point values, or tensors that do not fit the architecture."""
+
+
+class WeightsMissingError(WeightsError):
     """A neural preset's weights are not installed and none were given with ``--weights``."""
 
 
@@ -43,3 +48,7 @@ class EncoderError(HdrvideoError):
 
 class BackendError(HdrvideoError):
     """An inference backend is unavailable or failed (no GPU, no TensorRT, provider fallback)."""
+
+
+class ModelOutputError(BackendError):
+    """The network produced non-finite values (NaN or infinity); the conversion stops."""

@@ -22,7 +22,6 @@ import os
 import queue
 import resource
 import shutil
-import tempfile
 import threading
 import time
 from dataclasses import asdict, dataclass, field
@@ -33,9 +32,10 @@ from typing import Any, Callable
 import numpy as np
 import torch
 
-from . import colour
+from . import colour, signals
 from . import errors as hdrvideo_errors
 from .errors import InputError, OutputExistsError, UnsupportedInputError, UsageError
+from .fsutil import make_work_dir, remove_stale_work_dirs
 from .media.crop import CropRect, check_crop, detect_crop, parse_crop
 from .media.decode import Decoder, FrameBatch, parse_time
 from .media.encode import EncoderConfig, HevcEncoder, check_encoder, check_x265_params, parse_keyint, parse_rate
@@ -44,7 +44,16 @@ from .media.hevc_levels import check_level, parse_level
 from .media.mux import OUTPUT_FORMATS, MuxOptions, StreamWindow, mux_final, output_format, parse_selection, select_streams
 from .media.plane_cache import PlaneCacheReader, PlaneCacheWriter
 from .media.probe import MediaInfo, VideoInfo, apply_colour_overrides, colour_reading, probe, require_sdr_video
-from .presets import Preset, check_delivery, load_preset, output_size
+from .presets import (
+    BACKEND_NAMES,
+    OPTION_FIELDS,
+    Preset,
+    check_delivery,
+    check_option,
+    check_tile,
+    load_preset,
+    output_size,
+)
 from .processors import Processor, build_processor
 from .stages import PackedBatch, PadPlanes, ProcessStage, build_chain
 
@@ -54,13 +63,25 @@ __all__ = ["ConvertOptions", "ProgressEvent", "Report", "Plan", "Pipeline", "Pro
 log = logging.getLogger(__name__)
 
 
+#: Progress stages, in order: the analysis pass of a two-pass encode; frames through the device
+#: chain and into the encoder; the encoder's flush (frames still in its lookahead); light
+#: metering of the last packets; muxing; done. ``frame`` counts frames through the chain in the
+#: current pass (it is ``total`` once converting ends).
+PROGRESS_STAGES = ("analyse", "convert", "flush", "meter", "mux", "done")
+
+
 @dataclass(frozen=True)
 class ProgressEvent:
     frame: int
     total: int  # 0 = unknown
     fps: float
     eta_s: float | None
-    stage: str  # "convert", "mux", "done"
+    stage: str  # one of PROGRESS_STAGES
+
+
+#: Hidden work folders beside outputs (``.NAME.*.hdrvideo-tmp``, chunked runs' ``…-chunks``);
+#: those whose owner process is gone are removed by the next run into the same folder.
+WORK_SUFFIXES = (".hdrvideo-tmp", ".hdrvideo-chunks")
 
 
 @dataclass
@@ -159,6 +180,30 @@ def resolve_device(device: str | None) -> str:
     elif dev.type != "cpu":
         raise UsageError(f"unsupported --device {device!r} (use cpu, cuda or cuda:N)")
     return str(dev)
+
+
+def check_output_path(src: str | os.PathLike[str], dst: str | os.PathLike[str], force: bool) -> None:
+    """Refuse, before any work, an output that cannot be written: a folder, an unsupported
+    extension, the input itself, an existing file without ``force``, a missing or read-only
+    folder. Raises :class:`UsageError` (one line)."""
+    src, dst = str(src), str(dst)
+    if os.path.isdir(dst):
+        raise UsageError(f"output is a folder: {dst} (give a file name ending in {', '.join(OUTPUT_FORMATS)})")
+    output_format(dst)  # validates the extension
+    if os.path.abspath(dst) == os.path.abspath(src):
+        raise UsageError("output must differ from the input")
+    if os.path.exists(dst) and not force:
+        raise OutputExistsError(f"output exists: {dst} (use --force to overwrite)")
+    parent = os.path.dirname(os.path.abspath(dst))
+    if not os.path.isdir(parent):
+        raise UsageError(f"output folder does not exist: {parent}")
+    if not _writable(parent):
+        raise UsageError(f"output folder is not writable: {parent}")
+
+
+def _writable(folder: str) -> bool:
+    effective = os.access in os.supports_effective_ids
+    return os.access(folder, os.W_OK | os.X_OK, effective_ids=effective)
 
 
 def default_output(src: str | os.PathLike[str]) -> Path:
@@ -263,6 +308,98 @@ def input_notices(info: MediaInfo, video: VideoInfo, preset: Preset, options: Co
     if options.weights and preset.processor != "neural":
         notes.append(f"--weights is ignored: preset {preset.name} uses no network")
     return notes
+
+
+# --------------------------------------------------------------------------------------
+# Memory of a batch
+# --------------------------------------------------------------------------------------
+
+#: Working memory of one frame of a batch on the processing device, in bytes: float32 copies of
+#: the colour path (R'G'B', the chain, 4:2:0 packing, light levels) per output pixel, and a
+#: network's activations per input pixel (or per tile pixel when tiled). Measured on CPU with
+#: torch and ONNX Runtime (peak RSS at batch 1 and 16–32, 320×180 input): classical 128 B per
+#: output pixel; IRNet-2 1.9–3.2 kB, IRNet-5 ×2 4.0–8.2 kB, IRNet-5 ×4 5.5 kB, GPGMNet ×4 9.6 kB
+#: per input pixel — rounded up, the same figure for every network.
+COLOUR_BYTES_PER_OUTPUT_PIXEL = 160
+NETWORK_BYTES_PER_INPUT_PIXEL = 10_000
+#: At most this much RAM (and a quarter of what is available) goes to batching.
+RAM_BUDGET_CAP = 2 << 30
+#: At most this fraction of the free GPU memory goes to batching.
+GPU_BUDGET_FRACTION = 0.5
+
+
+def frame_memory(video: VideoInfo, out_size: tuple[int, int], preset: Preset, queue_size: int = 2) -> tuple[int, int]:
+    """(host bytes, device bytes) that one more frame of batch costs — an estimate.
+
+    Host: the decoder's pooled plane buffers (``queue_size + 2`` batches) and the packed 10-bit
+    planes waiting for the encoder (as many). Device: :data:`COLOUR_BYTES_PER_OUTPUT_PIXEL` and,
+    for networks, :data:`NETWORK_BYTES_PER_INPUT_PIXEL`.
+    """
+    from .media.decode import layout_for
+
+    lay = layout_for(video.pix_fmt, video.width, video.height, video.is_rgb)
+    in_bytes = sum(h * w for h, w in lay.plane_shapes()) * lay.dtype.itemsize
+    out_px = out_size[0] * out_size[1]
+    host = (queue_size + 2) * (in_bytes + out_px * 3)  # 4:2:0 uint16 = 3 bytes per pixel
+    net_px = video.width * video.height
+    if preset.tile:
+        net_px = min(net_px, preset.tile * preset.tile)
+    device = out_px * COLOUR_BYTES_PER_OUTPUT_PIXEL
+    if preset.processor == "neural":
+        device += net_px * NETWORK_BYTES_PER_INPUT_PIXEL
+    return host, device
+
+
+def available_ram() -> int:
+    """Bytes of RAM available to this process (MemAvailable, within a cgroup v2 limit)."""
+    avail = None
+    try:
+        with open("/proc/meminfo") as fh:
+            for line in fh:
+                if line.startswith("MemAvailable:"):
+                    avail = int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    if avail is None:
+        try:
+            avail = os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+        except (ValueError, OSError, AttributeError):
+            avail = 8 << 30
+    try:
+        with open("/sys/fs/cgroup/memory.max") as fh:
+            limit = fh.read().strip()
+        with open("/sys/fs/cgroup/memory.current") as fh:
+            used = int(fh.read())
+        if limit != "max":
+            avail = min(avail, max(0, int(limit) - used))
+    except (OSError, ValueError):
+        pass
+    return avail
+
+
+def cap_batch(batch: int, video: VideoInfo, out_size: tuple[int, int], preset: Preset, device: str,
+              queue_size: int = 2, total: int = 0) -> tuple[int, str | None]:
+    """``batch`` capped so that its estimated memory (:func:`frame_memory`) stays within a
+    quarter of the available RAM (at most :data:`RAM_BUDGET_CAP`) and, on a GPU, half its free
+    memory; then to the frame count. Returns (batch, a note when the memory cap applied)."""
+    host, dev = frame_memory(video, out_size, preset, queue_size)
+    ram_budget = min(available_ram() // 4, RAM_BUDGET_CAP)
+    on_gpu = torch.device(device).type == "cuda"
+    cap = max(1, ram_budget // max(1, host if on_gpu else host + dev))
+    where, per = f"{ram_budget / 2**20:.0f} MB of RAM", (host if on_gpu else host + dev)
+    if on_gpu:
+        free, _ = torch.cuda.mem_get_info(torch.device(device))
+        gpu_cap = max(1, int(free * GPU_BUDGET_FRACTION) // max(1, dev))
+        if gpu_cap < cap:
+            cap, where, per = gpu_cap, f"{free * GPU_BUDGET_FRACTION / 2**20:.0f} MB of GPU memory", dev
+    note = None
+    if batch > cap:
+        note = (f"--batch {batch} capped to {cap} to bound memory (about {per / 2**20:.0f} MB per frame of batch, "
+                f"{where} allowed)")
+        batch = cap
+    if total > 0:
+        batch = min(batch, total)
+    return batch, note
 
 
 # --------------------------------------------------------------------------------------
@@ -409,18 +546,34 @@ class Pipeline:
         self._stop = threading.Event()
         self._errors: list[BaseException] = []
         self._frames_done = 0
+        self._pass_name = "convert"
+        self._stage = "convert"
+        self._stages: list[str] = []  # finishing stages entered, in order
+        self._last_progress: tuple[int, int, str] | None = None
         self._busy: dict[str, float] = {"decode": 0.0, "process": 0.0, "encode": 0.0, "measure": 0.0, "mux": 0.0}
 
     # -- setup ----------------------------------------------------------------------------
     def _check_paths(self) -> None:
-        output_format(self.dst)  # validates the extension
-        if os.path.abspath(self.dst) == os.path.abspath(self.src):
-            raise UsageError("output must differ from the input")
-        if os.path.exists(self.dst) and not self.options.force:
-            raise OutputExistsError(f"output exists: {self.dst} (use --force to overwrite)")
-        parent = os.path.dirname(os.path.abspath(self.dst))
-        if not os.path.isdir(parent):
-            raise UsageError(f"output directory does not exist: {parent}")
+        check_output_path(self.src, self.dst, self.options.force)
+        weights = self.options.weights
+        if weights is not None and not os.path.isfile(weights):
+            raise hdrvideo_errors.WeightsError(
+                f"--weights {'is a folder' if os.path.isdir(weights) else 'file not found'}: {weights}")
+
+    def _check_options(self) -> None:
+        """Every option's type and range, before the input is even opened (one-line UsageError)."""
+        opt = self.options
+        for name in OPTION_FIELDS:
+            if getattr(opt, name, None) is not None:
+                check_option(name, getattr(opt, name))
+        if opt.backend not in BACKEND_NAMES:
+            raise UsageError(f"unknown backend {opt.backend!r} (choose from {', '.join(BACKEND_NAMES)})")
+        if opt.light_level not in ("decoded", "input"):
+            raise UsageError("light_level must be 'decoded' or 'input'")
+        if not isinstance(opt.preset, (str, os.PathLike, Preset)):
+            raise UsageError(f"preset must be a name, a .toml path or a Preset, not {opt.preset!r}")
+        parse_time(opt.start)
+        parse_time(opt.duration)
 
     def _preset(self, info: VideoInfo) -> Preset:
         opt = self.options
@@ -452,15 +605,15 @@ class Pipeline:
                 raise UsageError("--batch must be ≥ 1")
             changes["batch"] = int(opt.batch)
         if opt.tile is not None:
+            check_tile(int(opt.tile), preset.tile_overlap)
             changes["tile"] = int(opt.tile)
-        if opt.light_level not in ("decoded", "input"):
-            raise UsageError("light_level must be 'decoded' or 'input'")
         return preset.replace(**changes) if changes else preset
 
     def plan(self) -> Plan:
         """Probe the input and decide sizes, colour, preset, mastering and time span (no decoding)."""
         opt = self.options
         self._check_paths()
+        self._check_options()
         info = probe(self.src)
         video = input_video(info, opt)
         preset = self._preset(video)
@@ -508,8 +661,16 @@ class Pipeline:
             if cache == "auto":  # re-running a network costs more than writing its output losslessly
                 cache = "planes" if preset.processor == "neural" else "recompute"
         m = preset.mastering
+        device = resolve_device(opt.device)
+        batch, note = cap_batch(preset.batch, video, (out_w, out_h), preset, device, opt.queue_size, total)
+        if note and opt.batch is not None:
+            notes.append(note)  # the user asked for that batch: say so
+        elif note:
+            log.info("%s", note)
+        if batch != preset.batch:
+            preset = preset.replace(batch=batch)
         return Plan(
-            src=info.path, dst=self.dst, video=video, preset=preset, device=resolve_device(opt.device),
+            src=info.path, dst=self.dst, video=video, preset=preset, device=device,
             out_size=(out_w, out_h), mastering=MasteringMetadata(m.primaries, m.max_luminance, m.min_luminance),
             start=start, duration=duration, total=total,
             assumed=tuple(n for n in notices if n.startswith("assumed ")),
@@ -550,7 +711,7 @@ class Pipeline:
             except queue.Empty:
                 continue
 
-    def _guard(self, fn: Callable[[], None]) -> Callable[[], None]:
+    def _guard(self, fn: Callable[[], None], done: threading.Event) -> Callable[[], None]:
         def run() -> None:
             try:
                 fn()
@@ -559,11 +720,31 @@ class Pipeline:
             except BaseException as err:  # noqa: BLE001 - re-raised in the main thread
                 self._errors.append(err)
                 self._stop.set()
+            finally:
+                done.set()
 
         return run
 
-    def run(self) -> Report:
-        """Convert; the output appears atomically at ``self.dst`` only on success."""
+    @staticmethod
+    def _wait(done: list[threading.Event], timeout: float = 30.0) -> None:
+        """Wait for the threads' ``done`` events (never ``Thread.join``: see hdrvideo.signals)."""
+        deadline = time.monotonic() + timeout
+        for d in done:
+            d.wait(timeout=max(0.0, deadline - time.monotonic()))
+
+    def run(self, on_commit: Callable[[], None] | None = None) -> Report:
+        """Convert; the output appears atomically at ``self.dst`` only on success.
+
+        Ctrl-C (KeyboardInterrupt) stops the threads, waits for them and removes the temporary
+        folder; the removal and the final rename are never cut short (:mod:`hdrvideo.signals`).
+        ``on_commit`` is called right after the rename, with signals held (the CLI uses it to
+        ignore signals from then on); without it a signal held during the rename is raised
+        after it.
+        """
+        with signals.handling():
+            return self._run_outer(on_commit)
+
+    def _run_outer(self, on_commit: Callable[[], None] | None) -> Report:
         t_start = time.perf_counter()
         opt = self.options
         plan = self.plan()
@@ -574,12 +755,20 @@ class Pipeline:
         warnings = list(plan.assumed) + list(plan.notices) + list(plan.notes)
         for w in warnings:
             log.warning("%s", w)
-        tmpdir = tempfile.mkdtemp(prefix=f".{Path(self.dst).name}.", suffix=".hdrvideo-tmp",
-                                  dir=os.path.dirname(os.path.abspath(self.dst)))
+        parent = os.path.dirname(os.path.abspath(self.dst))
+        remove_stale_work_dirs(parent, WORK_SUFFIXES)
+        tmpdir = None
         try:
-            return self._run(t_start, plan, processor, tmpdir, warnings)
+            with signals.critical():
+                try:
+                    tmpdir = make_work_dir(parent, f".{Path(self.dst).name}.", WORK_SUFFIXES[0])
+                except OSError as err:
+                    raise UsageError(f"cannot write in the output folder {parent}: {err.strerror or err}") from None
+            return self._run(t_start, plan, processor, tmpdir, warnings, on_commit)
         finally:
-            shutil.rmtree(tmpdir, ignore_errors=True)
+            with signals.critical():
+                if tmpdir is not None:
+                    shutil.rmtree(tmpdir, ignore_errors=True)
 
     def _live_source(self, plan: Plan, processor: Processor) -> tuple[Decoder, ProcessStage]:
         """The decoder and the device stage (chain, packing, padding) for one pass over the input."""
@@ -690,13 +879,18 @@ class Pipeline:
                 state["fall"] = max(state["fall"], float(packed.frame_mean.max()))
                 self._frames_done += len(packed.pts)
                 self._busy["encode"] += time.perf_counter() - t0
+            final = self._pass_name == "convert"
             if enc is not None:
+                if final:
+                    self._enter("flush")
                 t0 = time.perf_counter()
                 enc.close()
                 self._busy["encode"] += time.perf_counter() - t0
             if cache is not None:
                 cache.close()
             if meter is not None:
+                if final:
+                    self._enter("meter")
                 self._put(q_meter, _END)
         except BaseException:
             if enc is not None:
@@ -712,6 +906,7 @@ class Pipeline:
         threads joined by bounded queues; progress events carry ``name`` as their stage."""
         opt = self.options
         self._frames_done = 0
+        self._pass_name = self._stage = name
         q_dec: queue.Queue = queue.Queue(maxsize=opt.queue_size)
         q_enc: queue.Queue = queue.Queue(maxsize=opt.queue_size)
         q_meter: queue.Queue = queue.Queue(maxsize=256)
@@ -725,33 +920,39 @@ class Pipeline:
         jobs.append(("encode", lambda: self._encode(plan, config, q_enc, meter, q_meter, state, source, output, cache)))
         if meter is not None:
             jobs.append(("measure", lambda: self._measure(meter, q_meter)))
-        threads = [threading.Thread(target=self._guard(fn), name=f"hdrvideo-{n}", daemon=True) for n, fn in jobs]
-        for t in threads:
-            t.start()
+        done = [threading.Event() for _ in jobs]
+        threads = [threading.Thread(target=self._guard(fn, d), name=f"hdrvideo-{n}", daemon=True)
+                   for (n, fn), d in zip(jobs, done)]
         try:
+            for t in threads:
+                t.start()
             last_emit = 0.0
-            while any(t.is_alive() for t in threads):
-                for t in threads:
-                    t.join(timeout=0.1)
-                if self._stop.is_set():  # a stage failed: unblock the decoder, then stop waiting
+            while True:
+                running = [d for d in done if not d.is_set()]
+                if not running:
+                    break
+                running[0].wait(timeout=0.1)
+                if self._stop.is_set():  # a stage failed: unblock the decoder, then wait for the others
                     source.stop = True
-                    for t in threads:
-                        t.join(timeout=30)
+                    with signals.critical():
+                        self._wait(done)
                     break
                 now = time.perf_counter()
-                if opt.progress and now - last_emit >= 0.5:
+                if opt.progress and (now - last_emit >= 0.5 or len(self._stages) > self._stages_emitted):
                     last_emit = now
-                    opt.progress(self._progress_event(t_start, plan.total, name))
+                    self._emit_stages(t_start, plan.total)
+                    self._emit(self._progress_event(t_start, plan.total, self._stage))
         except BaseException:
             self._stop.set()
             source.stop = True
-            for t in threads:
-                t.join(timeout=30)
+            with signals.critical():  # a second Ctrl-C must not leave threads running into exit
+                self._wait([d for d, t in zip(done, threads) if t.ident is not None])
             raise
         if self._errors:
             raise self._errors[0]
 
-    def _run(self, t_start: float, plan: Plan, processor: Processor, tmpdir: str, warnings: list[str]) -> Report:
+    def _run(self, t_start: float, plan: Plan, processor: Processor, tmpdir: str, warnings: list[str],
+             on_commit: Callable[[], None] | None = None) -> Report:
         opt = self.options
         preset, video = plan.preset, plan.video
         self._busy["setup"] = time.perf_counter() - t_start  # probe, model load, session/engine creation
@@ -805,8 +1006,9 @@ class Pipeline:
             start=None if plan.start is None else first_pts * tb,
             end=None if plan.duration is None else t0_video + (plan.start or 0) + plan.duration,
         )
-        if opt.progress:
-            opt.progress(self._progress_event(t_start, plan.total, "mux"))
+        self._emit_stages(t_start, plan.total)
+        self._enter("mux")
+        self._emit(self._progress_event(t_start, plan.total, "mux"))
         t0 = time.perf_counter()
         mux = mux_final(state["intermediate"], self.src, final_tmp, meta, window, opt.copy_audio, opt.copy_subtitles,
                         plan.mux)
@@ -814,7 +1016,12 @@ class Pipeline:
         warnings += mux.skipped
         if os.path.exists(self.dst) and not opt.force:
             raise OutputExistsError(f"output appeared while converting: {self.dst} (use --force to overwrite)")
-        os.replace(final_tmp, self.dst)
+        if os.path.isdir(self.dst):
+            raise UsageError(f"output is a folder: {self.dst}")
+        with signals.critical():  # the rename and the caller's commit hook are one step
+            os.replace(final_tmp, self.dst)
+            if on_commit is not None:
+                on_commit()
         seconds = time.perf_counter() - t_start
         report = Report(
             input=plan.src, output=self.dst, preset=preset.name, processor=processor.description,
@@ -828,15 +1035,38 @@ class Pipeline:
             input_colour=colour_reading(video),
             crop=str(plan.crop) if plan.crop else "",
         )
-        if opt.progress:
-            opt.progress(ProgressEvent(frames, frames, report.fps, 0.0, "done"))
+        self._emit(ProgressEvent(frames, frames, report.fps, 0.0, "done"))
         return report
 
+    def _enter(self, stage: str) -> None:
+        """A thread enters a finishing stage (the main thread reports each one)."""
+        self._stage = stage
+        self._stages.append(stage)  # list.append is atomic
+
+    @property
+    def _stages_emitted(self) -> int:
+        return getattr(self, "_n_stages_emitted", 0)
+
+    def _emit_stages(self, t_start: float, total: int) -> None:
+        """Report every finishing stage entered since the last report, however short it was."""
+        for name in self._stages[self._stages_emitted:]:
+            self._emit(self._progress_event(t_start, total, name))
+        self._n_stages_emitted = len(self._stages)
+
+    def _emit(self, event: ProgressEvent) -> None:
+        """Send ``event`` to the progress callback unless it repeats the last one's frame and stage."""
+        key = (event.frame, event.total, event.stage)
+        if self.options.progress is None or key == self._last_progress:
+            return
+        self._last_progress = key
+        self.options.progress(event)
+
     def _progress_event(self, t_start: float, total: int, stage: str) -> ProgressEvent:
+        """Frames through the device chain in this pass, their rate and the ETA (while converting)."""
         done = self._frames_done
         elapsed = time.perf_counter() - t_start
         fps = done / elapsed if elapsed > 0 else 0.0
-        eta = (total - done) / fps if fps > 0 and total else None
+        eta = (total - done) / fps if fps > 0 and total and stage in ("analyse", "convert") else None
         return ProgressEvent(done, total, round(fps, 3), None if eta is None else round(max(eta, 0.0), 1), stage)
 
 

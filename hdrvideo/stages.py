@@ -78,7 +78,12 @@ class Stage(Protocol):
 
 
 class ProcessorStage:
-    """SDR → HDR10 through a :class:`~hdrvideo.processors.Processor` (classical or neural)."""
+    """SDR → HDR10 through a :class:`~hdrvideo.processors.Processor` (classical or neural).
+
+    A processor output that is not finite (NaN or infinity: broken weights, FP16 overflow)
+    stops the conversion with :class:`~hdrvideo.errors.ModelOutputError`; clamped and packed,
+    it would otherwise become flat video. One ``isfinite(x).all()`` reduction per batch.
+    """
 
     name = "processor"
 
@@ -90,6 +95,14 @@ class ProcessorStage:
             raise ValueError("the processor stage takes SDR frames")
         call = getattr(self.processor, "process", None)
         out = call(frames) if call is not None else self.processor(frames.rgb)
+        if not bool(torch.isfinite(out).all()):
+            from .errors import ModelOutputError
+
+            bad = int((~torch.isfinite(out)).flatten(1).any(1).sum())
+            raise ModelOutputError(
+                f"{getattr(self.processor, 'description', 'the processor')} produced non-finite values "
+                f"(NaN or infinity) in {bad} of {out.shape[0]} frame(s); stopped rather than write flat video "
+                "(check the weights, or try another --backend)")
         return frames.with_rgb(out, HDR)
 
 

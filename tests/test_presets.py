@@ -66,12 +66,12 @@ def test_user_preset_file_and_validation(tmp_path):
         ('processor = "magic"', "processor must be"),
         ("scale = 3", "scale must be"),
         ('processor = "neural"', "needs a \\[model\\]"),
-        ("[mastering]\nprimaries = \"srgb\"", "unknown mastering primaries"),
+        ("[mastering]\nprimaries = \"srgb\"", "primaries must be one of"),
         ("[encode]\nbitrat = 5", "unknown key\\(s\\) bitrat"),
         ("[encode]\nbitrate = 5", "invalid bitrate 5"),
         ('[encode]\nx265_params = "colorprim=bt709"', "HDR10 signalling"),
         ('[encode]\nlevel = "7.7"', "unknown HEVC level"),
-        ("target = [3841, 2160]", "target must be"),
+        ("target = [3841, 2160]", "target\\[0\\] must be even"),
         ("this is not toml", "invalid TOML"),
     ]:
         f.write_text(bad)

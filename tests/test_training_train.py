@@ -70,7 +70,10 @@ def test_sr_arch_step_and_warm_start(tmp_path):
     from hdrvideo.models import create
 
     x4 = create("irnet-5-x4")
-    copied = warm_start(x4, tmp_path / "sr" / "checkpoint.pt")
+    copied = warm_start(x4, tmp_path / "sr" / "checkpoint.safetensors")
     # the shared body (everything but the ×2 upsampler) is copied into the ×4 network
     assert "fea_conv.weight" in copied and not any(k.startswith("upsampler") for k in copied)
-    assert torch.equal(x4.state_dict()["fea_conv.weight"], torch.load(tmp_path / "sr" / "checkpoint.pt", weights_only=False)["model"]["fea_conv.weight"])
+    from hdrvideo.training.train import load_checkpoint
+
+    assert torch.equal(x4.state_dict()["fea_conv.weight"],
+                       load_checkpoint(tmp_path / "sr" / "checkpoint.safetensors")["model"]["fea_conv.weight"])

@@ -50,12 +50,24 @@ from typing import Any, Callable
 
 import av
 
+from .. import signals
 from ..errors import EncoderError, InputError, OutputExistsError, UnsupportedInputError, UsageError
+from ..fsutil import make_work_dir, remove_stale_work_dirs
 from ..media.hdr10_boxes import MasteringMetadata
-from ..media.mux import MuxOptions, MuxResult, StreamWindow, mux_final, output_format
+from ..media.mux import MuxOptions, MuxResult, StreamWindow, mux_final
 from ..media.probe import VideoInfo, open_input, probe, require_sdr_video
-from ..pipeline import (ConvertOptions, Pipeline, ProgressEvent, Report, default_output, deinterlace_settings,
-                        input_notices, input_video)
+from ..pipeline import (
+    WORK_SUFFIXES,
+    ConvertOptions,
+    Pipeline,
+    ProgressEvent,
+    Report,
+    check_output_path,
+    default_output,
+    deinterlace_settings,
+    input_notices,
+    input_video,
+)
 from ..presets import Preset, load_preset
 from .engines import Engine, make_engine
 
@@ -325,7 +337,8 @@ def convert_chunk(item: dict[str, Any], progress: Callable[[Any], None]) -> dict
             item["options"], copy_audio=False, copy_subtitles=False, force=True, start=None, duration=None,
             progress=forward, fragmented=False, frame_range=item.get("frame_range"),
         )
-        report = Pipeline(src, dst, opts).run()
+        with _warnings_to(progress):
+            report = Pipeline(src, dst, opts).run()
         if report.frames != item["frames"]:
             raise EncoderError(f"chunk {index}: {report.frames} frames converted, {item['frames']} expected "
                                "(a damaged input? convert it in one piece)")
@@ -337,6 +350,36 @@ def convert_chunk(item: dict[str, Any], progress: Callable[[Any], None]) -> dict
     finally:
         if tmp:
             shutil.rmtree(tmp, ignore_errors=True)
+
+
+class _Forward(logging.Handler):
+    def __init__(self, progress: Callable[[Any], None]) -> None:
+        super().__init__(logging.WARNING)
+        self.progress = progress
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            self.progress({"warning": record.getMessage()})
+        except Exception:  # noqa: BLE001
+            self.handleError(record)
+
+
+class _warnings_to:
+    """While converting a chunk, hdrvideo's warnings go to the driver (through ``progress``),
+    which shows each distinct one once, instead of every worker printing its own copy."""
+
+    def __init__(self, progress: Callable[[Any], None]) -> None:
+        self.handler = _Forward(progress)
+        self.logger = logging.getLogger("hdrvideo")
+
+    def __enter__(self) -> None:
+        self.propagate = self.logger.propagate
+        self.logger.addHandler(self.handler)
+        self.logger.propagate = False
+
+    def __exit__(self, *exc: Any) -> None:
+        self.logger.removeHandler(self.handler)
+        self.logger.propagate = self.propagate
 
 
 # --------------------------------------------------------------------------------------
@@ -449,17 +492,6 @@ class _Aggregate:
                                 "convert"))
 
 
-def _check_paths(src: str, dst: str, force: bool) -> None:
-    output_format(dst)
-    if os.path.abspath(dst) == os.path.abspath(src):
-        raise UsageError("output must differ from the input")
-    if os.path.exists(dst) and not force:
-        raise OutputExistsError(f"output exists: {dst} (use --force to overwrite)")
-    parent = os.path.dirname(os.path.abspath(dst))
-    if not os.path.isdir(parent):
-        raise UsageError(f"output directory does not exist: {parent}")
-
-
 def convert_chunked(
     src: str | os.PathLike[str],
     dst: str | os.PathLike[str] | None = None,
@@ -473,6 +505,7 @@ def convert_chunked(
     work_dir: str | os.PathLike[str] | None = None,
     transfer: str = "shared",
     keep_work: bool = False,
+    on_commit: Callable[[], None] | None = None,
     **options: Any,
 ) -> ChunkedReport:
     """Convert ``src`` in up to ``chunks`` parts on an engine and join them (see the module doc).
@@ -482,7 +515,9 @@ def convert_chunked(
     ``work_dir``: where chunk files go (default: beside the output); with Ray on several
     machines it must be shared storage mounted at the same path everywhere, unless
     ``transfer="object-store"`` sends the chunk bytes through Ray's object store.
-    Other keyword arguments are :class:`~hdrvideo.pipeline.ConvertOptions` fields.
+    ``on_commit`` is called right after the output is renamed into place, as in
+    :meth:`Pipeline.run <hdrvideo.pipeline.Pipeline.run>`. Other keyword arguments are
+    :class:`~hdrvideo.pipeline.ConvertOptions` fields.
     """
     t_start = time.perf_counter()
     opts = ConvertOptions(preset=preset)
@@ -496,7 +531,8 @@ def convert_chunked(
         raise UsageError(f"unknown chunk transfer {transfer!r} (choose {' or '.join(TRANSFERS)})")
     src = str(src)
     dst = str(dst) if dst is not None else str(default_output(src))
-    _check_paths(src, dst, opts.force)
+    check_output_path(src, dst, opts.force)
+    Pipeline(src, dst, opts)._check_options()
     info = probe(src)
     video = input_video(info, opts)
     preset_obj = (opts.preset if isinstance(opts.preset, Preset) else load_preset(opts.preset)).resolve(video.height)
@@ -522,15 +558,28 @@ def convert_chunked(
             eng.close()
         raise UsageError("--chunk-transfer object-store needs --engine ray")
     base = str(work_dir) if work_dir is not None else os.path.dirname(os.path.abspath(dst))
-    try:
-        os.makedirs(base, exist_ok=True)
-        workdir = tempfile.mkdtemp(prefix=f".{Path(dst).name}.", suffix=".hdrvideo-chunks", dir=base)
-    except OSError as err:
-        if own_engine:
-            eng.close()
-        raise UsageError(f"cannot create a work directory in {base}: {err.strerror or err}") from err
+    workdir = None
     stages: dict[str, float] = {}
+    seen_warnings = set(plan.warnings)
+
+    def on_progress(index: int, payload: dict[str, Any]) -> None:
+        if "warning" in payload:
+            if payload["warning"] not in seen_warnings:  # each distinct warning once, not once per chunk
+                seen_warnings.add(payload["warning"])
+                # straight to the root handlers: an in-process chunk's capture must not take it back
+                logging.getLogger().handle(log.makeRecord(log.name, logging.WARNING, __file__, 0,
+                                                          payload["warning"], (), None))
+        elif sink and "frame" in payload:
+            agg.update(index, int(payload["frame"]))
+
     try:
+        with signals.critical():
+            try:
+                os.makedirs(base, exist_ok=True)
+                remove_stale_work_dirs(base, WORK_SUFFIXES)
+                workdir = make_work_dir(base, f".{Path(dst).name}.", WORK_SUFFIXES[1])
+            except OSError as err:
+                raise UsageError(f"cannot create a work directory in {base}: {err.strerror or err}") from err
         if sink:
             sink(ProgressEvent(0, plan.frames, 0.0, None, "convert"))
         t0 = time.perf_counter()
@@ -555,8 +604,7 @@ def convert_chunked(
         agg = _Aggregate(plan.frames * per_frame, sink, t_start)
         results: dict[int, dict[str, Any]] = {}
         t0 = time.perf_counter()
-        runs = eng.run(convert_chunk, items,
-                       on_progress=(lambda i, p: agg.update(i, int(p.get("frame", 0)))) if sink else None)
+        runs = eng.run(convert_chunk, items, on_progress=on_progress)
         try:
             for r in runs:
                 if not r.ok:  # one failed chunk fails the film; the others are stopped
@@ -591,14 +639,20 @@ def convert_chunked(
         stages["mux"] = time.perf_counter() - t0
         if os.path.exists(dst) and not opts.force:
             raise OutputExistsError(f"output appeared while converting: {dst} (use --force to overwrite)")
-        os.replace(final_tmp, dst)
+        with signals.critical():
+            os.replace(final_tmp, dst)
+            if on_commit is not None:
+                on_commit()
     finally:
-        if own_engine:
-            eng.close()
-        if keep_work:
-            log.info("chunk files kept in %s", workdir)
-        else:
-            shutil.rmtree(workdir, ignore_errors=True)
+        with signals.critical():
+            if own_engine:
+                eng.close()
+            if workdir is None:
+                pass
+            elif keep_work:
+                log.info("chunk files kept in %s", workdir)
+            else:
+                shutil.rmtree(workdir, ignore_errors=True)
 
     seconds = time.perf_counter() - t_start
     warnings = list(plan.warnings) + notices + list(film.notes)

@@ -60,7 +60,7 @@ class _BatchProgress:
         if self.mode == "bar":
             from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-            self.bar = Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
+            self.bar = Progress(TextColumn("{task.description}", style="bold", markup=False), BarColumn(), MofNCompleteColumn(),
                                 TimeElapsedColumn(), console=self.console, transient=True)
             self.bar.__enter__()
             self.task = self.bar.add_task("jobs", total=self.total)
@@ -85,6 +85,7 @@ class _BatchProgress:
 
 def print_summary(summary, as_json: bool) -> None:
     from rich.table import Table
+    from rich.text import Text
 
     from ..cli import stdout
 
@@ -106,7 +107,7 @@ def print_summary(summary, as_json: bool) -> None:
         r = j.report or {}
         table.add_row(
             str(j.index + 1), Path(j.input).name, Path(j.output).name,
-            f"[{colours.get(j.status, 'white')}]{j.status}[/]",
+            Text(j.status, style=colours.get(j.status, "white")),
             str(r.get("frames", "")), f"{r['fps']:.1f}" if r.get("fps") else "",
             str(r.get("max_cll", "")), str(r.get("max_fall", "")),
         )
@@ -121,7 +122,7 @@ def print_summary(summary, as_json: bool) -> None:
         Console(file=stdout.file, width=max(width, 20), no_color=stdout.no_color).print(table)
     for j in summary.jobs:
         if j.status == "failed":
-            stdout.print(f"[red]failed[/] #{j.index + 1} {j.input}: {j.reason}", highlight=False, soft_wrap=True)
+            stdout.print(Text.assemble(("failed", "red"), f" #{j.index + 1} {j.input}: {j.reason}"), soft_wrap=True)
     stdout.print(f"state: {summary.state_file}", highlight=False, soft_wrap=True)
 
 
@@ -148,7 +149,7 @@ def batch_command(
 
     Exit codes: 0 every job done or skipped; 3 some jobs failed (reasons in the summary); 2 bad usage or manifest; 1 internal error.
     """
-    from ..cli import _sigterm_to_interrupt
+    from ..cli import _sigterm_to_interrupt, json_events
     from ..errors import UsageError
     from .batch import default_state_path, jobs_from_dir, load_manifest, run_batch
 
@@ -171,6 +172,8 @@ def batch_command(
         raise UsageError("--workers must be ≥ 1")
     state_path = state or default_state_path(manifest, output_dir)
     _sigterm_to_interrupt()
+    if progress == ProgressMode.json:
+        json_events()
     with _BatchProgress(progress.value, len(jobs)) as sink:
         summary = run_batch(jobs, state_path, engine=engine.value, workers=workers, ray_address=ray_address,
                             force=force, on_event=sink if sink.mode != "none" else None)

@@ -35,12 +35,19 @@ _GRAY = re.compile(r"^gray(\d+)?(le)?$")
 _SUBSAMPLING = {"420": (2, 2), "422": (2, 1), "444": (1, 1), "440": (1, 2), "411": (4, 1), "410": (4, 2)}
 
 
+#: the largest accepted --start/--duration, in seconds (about 115 days)
+MAX_TIME = 10**7
+
+
 def parse_time(value: str | float | int | None) -> Fraction | None:
     """Seconds (``"12.5"``) or ``[HH:]MM:SS[.ms]`` → seconds as a Fraction; None passes through."""
     if value is None or value == "":
         return None
     if isinstance(value, (int, float)):
-        t = Fraction(value).limit_denominator(1_000_000)
+        try:
+            t = Fraction(value).limit_denominator(1_000_000)
+        except (ValueError, OverflowError):  # NaN, infinity
+            raise InputError(f"invalid time {value!r}: use seconds (12.5) or HH:MM:SS.ms") from None
     else:
         text = value.strip()
         try:
@@ -54,6 +61,8 @@ def parse_time(value: str | float | int | None) -> Fraction | None:
             raise InputError(f"invalid time {value!r}: use seconds (12.5) or HH:MM:SS.ms") from None
     if t < 0:
         raise InputError(f"invalid time {value!r}: must not be negative")
+    if t > MAX_TIME:
+        raise InputError(f"invalid time {value!r}: more than {MAX_TIME} seconds")
     return t
 
 

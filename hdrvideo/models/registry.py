@@ -13,6 +13,8 @@ from typing import Any, Callable, Mapping
 import torch
 from torch import Tensor
 
+from ..errors import UsageError
+
 from .agcm import AGCM
 from .base import ITMModel
 from .gpgmnet import GPGMNet
@@ -32,8 +34,8 @@ AGCM_CITATION = (
 )
 
 
-class UnknownArchitectureError(KeyError):
-    """``create``/``get_spec`` got a name that is not registered."""
+class UnknownArchitectureError(UsageError, KeyError):
+    """``create``/``get_spec`` got a name that is not registered (a usage error, exit code 2)."""
 
     def __str__(self) -> str:  # KeyError would repr() the message
         return str(self.args[0]) if self.args else ""

@@ -4,6 +4,8 @@
   ``colour_domain`` written by :func:`save_weights`) is used by :func:`load_model`.
 * ``.pth``/``.pt``/``.ckpt`` are read with ``torch.load(map_location="cpu", weights_only=True)``,
   which refuses to run arbitrary pickled code.
+* Every tensor must be floating point and finite (no NaN or infinity): such weights would turn
+  into flat or garbage video, so they are refused with :class:`WeightsError`.
 * Common wrappers are unwrapped: ``{"params_ema": sd}``, ``{"params": sd}``,
   ``{"state_dict": sd}``, ``{"model": sd}``, ``{"net": sd}``, and a ``"module."`` prefix
   (DataParallel) shared by every key.
@@ -23,13 +25,18 @@ from typing import Any, Mapping
 import torch
 from torch import Tensor, nn
 
+from ..errors import WeightsError as _WeightsError
+
 # in order of preference when a checkpoint holds several (BasicSR saves params and params_ema)
 WRAPPER_KEYS = ("params_ema", "params-ema", "params", "state_dict", "model", "net", "network", "generator")
 _LIST_LIMIT = 8
 
 
-class WeightsError(ValueError):
-    """Weights that do not fit an architecture (or a file that holds no usable state_dict)."""
+class WeightsError(_WeightsError):
+    """Weights that do not fit an architecture, or a file that holds no usable state_dict.
+
+    An :class:`hdrvideo.errors.UsageError` (exit code 2) and a ``ValueError``.
+    """
 
     def __init__(
         self,
@@ -43,6 +50,17 @@ class WeightsError(ValueError):
         self.missing = list(missing or [])
         self.unexpected = list(unexpected or [])
         self.mismatched = list(mismatched or [])
+
+    def __reduce__(self):  # picklable across worker processes despite the keyword-only fields
+        return (_rebuild_weights_error, (type(self), str(self), self.missing, self.unexpected, self.mismatched))
+
+
+class WeightsNotFoundError(WeightsError, FileNotFoundError):
+    """The weights path does not exist (also a ``FileNotFoundError``)."""
+
+
+def _rebuild_weights_error(cls, message, missing, unexpected, mismatched) -> "WeightsError":
+    return cls(message, missing=missing, unexpected=unexpected, mismatched=mismatched)
 
 
 def _clip(items: list[str], limit: int = _LIST_LIMIT) -> str:
@@ -99,7 +117,9 @@ def _read(path: str | os.PathLike) -> tuple[dict[str, Tensor], dict[str, str]]:
     """Read ``path`` → (unwrapped state_dict on CPU, metadata).  Metadata only for safetensors."""
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"weights file not found: {path}")
+        if path.is_dir():
+            raise WeightsError(f"weights path is a folder: {path}")
+        raise WeightsNotFoundError(f"weights file not found: {path}")
     suffix = path.suffix.lower()
     if suffix == ".safetensors":
         from safetensors import safe_open
@@ -110,17 +130,66 @@ def _read(path: str | os.PathLike) -> tuple[dict[str, Tensor], dict[str, str]]:
                 metadata = dict(f.metadata() or {})
             sd = load_file(str(path), device="cpu")
         except Exception as e:  # safetensors raises its own error types
-            raise WeightsError(f"cannot read {path} as safetensors: {e}") from e
-        return unwrap_state_dict(sd), metadata
+            raise WeightsError(f"cannot read {path} as safetensors: {_first_line(e)}") from e
+        if metadata.get("format") == CHECKPOINT_FORMAT:  # a training checkpoint: its model tensors
+            sd = {k[len("model/"):]: v for k, v in sd.items() if k.startswith("model/")}
+        sd = unwrap_state_dict(sd)
+        check_values(sd, str(path))
+        return sd, metadata
     if suffix in (".pth", ".pt", ".ckpt", ".bin"):
-        try:
-            obj = torch.load(str(path), map_location="cpu", weights_only=True)
-        except Exception as e:
-            raise WeightsError(
-                f"cannot read {path} with torch.load(weights_only=True) (pickled code is refused): {e}"
-            ) from e
-        return unwrap_state_dict(obj), {}
+        sd = unwrap_state_dict(safe_torch_load(path))
+        check_values(sd, str(path))
+        return sd, {}
     raise WeightsError(f"unsupported weights format {path.suffix!r} ({path}); use .safetensors, .pth or .pt")
+
+
+#: safetensors metadata ``format`` of a training checkpoint (see hdrvideo.training.train)
+CHECKPOINT_FORMAT = "hdrvideo-train-checkpoint"
+
+
+def _first_line(err: BaseException) -> str:
+    text = str(err).strip()
+    return text.splitlines()[0] if text else type(err).__name__
+
+
+def safe_torch_load(path: str | os.PathLike) -> Any:
+    """``torch.load`` restricted to tensors and plain containers (``weights_only=True``).
+
+    A pickle that needs anything else (a class, a function: possibly code) is refused with a
+    :class:`WeightsError` naming what it asked for; it is never unpickled.
+    """
+    import re
+    import warnings
+
+    try:
+        with warnings.catch_warnings():  # e.g. "Detected pickle protocol 4": not for the user's screen
+            warnings.simplefilter("ignore")
+            return torch.load(str(path), map_location="cpu", weights_only=True)
+    except Exception as e:  # noqa: BLE001 - torch raises UnpicklingError, RuntimeError, …
+        text = str(e)
+        m = re.search(r"Unsupported global: GLOBAL ([\w.]+)", text)
+        if m:
+            raise WeightsError(f"refusing {path}: it holds pickled objects other than tensors "
+                               f"(it asks for {m.group(1)}); only tensors and plain containers are loaded "
+                               "from .pt/.pth files") from None
+        m = re.search(r"WeightsUnpickler error:\s*(.+?)\s*(?:Check the documentation|$)", text, re.S)
+        reason = " ".join(m.group(1).split()) if m else _first_line(e)
+        raise WeightsError(f"cannot read {path}: {reason}") from None
+
+
+def check_values(sd: Mapping[str, Tensor], source: str = "state_dict") -> None:
+    """Raise :class:`WeightsError` for a non-floating-point or non-finite tensor."""
+    for name, t in sd.items():
+        if not (t.is_floating_point() or t.is_complex()) and not _is_counter(name, t):
+            raise WeightsError(f"{source}: tensor {name} is {str(t.dtype).replace('torch.', '')}, not floating point")
+        if t.is_floating_point() and t.numel() and not bool(torch.isfinite(t).all()):
+            bad = int((~torch.isfinite(t)).sum())
+            raise WeightsError(f"{source}: tensor {name} has {bad} non-finite value(s) (NaN or infinity)")
+
+
+def _is_counter(name: str, t: Tensor) -> bool:
+    """BatchNorm's ``num_batches_tracked``: an integer counter, not a weight."""
+    return name.endswith("num_batches_tracked") and t.numel() == 1
 
 
 def check_state_dict(model: nn.Module, sd: Mapping[str, Tensor], source: str = "state_dict") -> None:

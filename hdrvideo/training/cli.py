@@ -50,7 +50,7 @@ def _default_cache(kind: str, photos: Path, seed: int) -> Path:
 
 def train_command(
     arch: Annotated[str, typer.Option("--arch", help="architecture: irnet-2, irnet-5-x2, irnet-5-x4, gpgmnet-x4, …")],
-    out: Annotated[Path, typer.Option("--out", help="run directory (checkpoint.pt, log.jsonl, <arch>.safetensors)")],
+    out: Annotated[Path, typer.Option("--out", help="run directory (checkpoint.safetensors, log.jsonl, <arch>.safetensors)")],
     data: Annotated[
         Optional[Path], typer.Option("--data", help="paired folder (HDRTV1K layout: train_sdr/ + train_hdr/) or a synthetic cache")
     ] = None,
@@ -67,7 +67,7 @@ def train_command(
     device: Annotated[str, typer.Option("--device", help="cpu, cuda, cuda:N or auto")] = "auto",
     threads: Annotated[Optional[int], typer.Option("--threads", min=1, help="torch CPU threads")] = None,
     init: Annotated[Optional[Path], typer.Option("--init", help="warm start from weights with matching tensor names")] = None,
-    resume: Annotated[bool, typer.Option("--resume", help="continue from OUT/checkpoint.pt")] = False,
+    resume: Annotated[bool, typer.Option("--resume", help="continue from OUT/checkpoint.safetensors")] = False,
     stop_after: Annotated[
         Optional[int], typer.Option("--stop-after", min=1, help="stop after N steps of this call (checkpointed; --resume continues)")
     ] = None,
@@ -76,7 +76,7 @@ def train_command(
 ) -> None:
     """Train an SDR→HDR10 network (L1 loss, Adam, cosine annealing with warm restarts)."""
     from ..models import architecture_names
-    from .train import TrainConfig, train
+    from .train import CHECKPOINT, TrainConfig, find_checkpoint, train
 
     if arch not in architecture_names():
         raise InputError(f"unknown architecture {arch!r}; choose one of {', '.join(architecture_names())}")
@@ -88,8 +88,8 @@ def train_command(
         _photos_dir(synth)
     if init is not None and not init.is_file():
         raise InputError(f"--init file not found: {init}")
-    if resume and not (out / "checkpoint.pt").is_file():
-        raise InputError(f"nothing to resume: {out / 'checkpoint.pt'} does not exist")
+    if resume and find_checkpoint(out) is None:
+        raise InputError(f"nothing to resume: {out / CHECKPOINT} does not exist")
     dev = _device(device)
     cfg = TrainConfig(
         arch=arch,
@@ -112,9 +112,8 @@ def train_command(
         result = train(cfg, resume=resume, progress=not quiet, stop_after=stop_after)
     except (FileNotFoundError, ValueError) as err:
         raise InputError(str(err).splitlines()[0]) from err
-    from rich.console import Console
+    from ..cli import stdout as con
 
-    con = Console()
     msg = f"{arch}: {result['step']} steps, {result['elapsed_s']:.0f} s, loss (EMA) {result['loss_ema']:.4f}"
     if result.get("weights"):
         msg += f"; weights: {result['weights']}"
@@ -172,9 +171,8 @@ def eval_command(
     if as_json:
         typer.echo(json.dumps(report, indent=1))
     else:
-        from rich.console import Console
+        from ..cli import stdout as con
 
-        con = Console()
         con.print(report_table(report))
         verdict = "passes" if report["passes_bar"] else "does NOT pass"
         con.print(f"{report['preset']} {verdict} the bar (≥ 1.0 dB PSNR over {report['baseline']} and lower ΔE_ITP)")

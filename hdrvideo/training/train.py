@@ -8,8 +8,9 @@ the torch RNG is re-seeded from ``(seed, step)`` before every step (dropout/Drop
 is reproducible and a resumed run continues exactly as an uninterrupted one would (on the same
 device and thread count).
 
-Files in ``out_dir``: ``checkpoint.pt`` (model, optimiser, scheduler, step, config, elapsed
-seconds, loss history; written every ``checkpoint_every`` steps and at the end, atomically),
+Files in ``out_dir``: ``checkpoint.safetensors`` (model, optimiser, scheduler, step, config,
+elapsed seconds, loss history; written every ``checkpoint_every`` steps and at the end,
+atomically; see :func:`save_checkpoint` — nothing in it is unpickled),
 ``log.jsonl`` (one line per ``log_every`` steps), ``<arch>-step<N>.safetensors`` snapshots at the
 end of every cosine cycle but the last (learning rate at its minimum) and ``<arch>.safetensors``
 (final weights with provenance metadata).
@@ -29,7 +30,13 @@ import torch
 
 from .datasets import PairSource, open_pairs, sample_batch
 
-__all__ = ["TrainConfig", "train", "make_source", "load_checkpoint", "warm_start"]
+__all__ = ["TrainConfig", "train", "make_source", "load_checkpoint", "save_checkpoint", "warm_start",
+           "CHECKPOINT", "find_checkpoint"]
+
+#: the training checkpoint in a run directory
+CHECKPOINT = "checkpoint.safetensors"
+#: what older versions wrote (a pickle); still read, with tensors and plain containers only
+LEGACY_CHECKPOINT = "checkpoint.pt"
 
 
 @dataclass
@@ -83,12 +90,98 @@ def make_source(cfg: TrainConfig, scale: int, progress: Callable | None = None) 
     return open_pairs(cache, "train", scale)
 
 
+def _encode(obj: Any, tensors: dict[str, torch.Tensor], path: str) -> Any:
+    """``obj`` as JSON data with every tensor moved into ``tensors`` (key = its path)."""
+    if isinstance(obj, torch.Tensor):
+        tensors[path] = obj.detach().to("cpu").contiguous().clone()
+        return {"__tensor__": path}
+    if isinstance(obj, dict):
+        if all(isinstance(k, str) and not k.startswith("__") for k in obj):
+            return {k: _encode(v, tensors, f"{path}/{k}") for k, v in obj.items()}
+        items = []
+        for k, v in obj.items():
+            if not isinstance(k, (str, int, float, bool)) and k is not None:
+                raise TypeError(f"cannot store a {type(k).__name__} key in a checkpoint ({path})")
+            items.append([k, _encode(v, tensors, f"{path}/{k}")])
+        return {"__items__": items}
+    if isinstance(obj, tuple):
+        return {"__tuple__": [_encode(v, tensors, f"{path}/{i}") for i, v in enumerate(obj)]}
+    if isinstance(obj, list):
+        return [_encode(v, tensors, f"{path}/{i}") for i, v in enumerate(obj)]
+    if obj is None or isinstance(obj, (bool, int, float, str)):
+        return obj
+    raise TypeError(f"cannot store a {type(obj).__name__} in a checkpoint ({path})")
+
+
+def _decode(obj: Any, tensors: dict[str, torch.Tensor]) -> Any:
+    """Inverse of :func:`_encode`: builds only dicts, lists, tuples, numbers, strings and tensors."""
+    if isinstance(obj, list):
+        return [_decode(v, tensors) for v in obj]
+    if isinstance(obj, dict):
+        if set(obj) == {"__tensor__"}:
+            return tensors[obj["__tensor__"]]
+        if set(obj) == {"__tuple__"}:
+            return tuple(_decode(v, tensors) for v in obj["__tuple__"])
+        if set(obj) == {"__items__"}:
+            return {k: _decode(v, tensors) for k, v in obj["__items__"]}
+        return {k: _decode(v, tensors) for k, v in obj.items()}
+    return obj
+
+
+def save_checkpoint(state: dict[str, Any], path: str | Path) -> None:
+    """Write a training state (nested dicts/lists of tensors and plain values) atomically as one
+    safetensors file: the tensors, keyed by their path (``model/<name>``, ``optimizer/state/…``),
+    and the rest as JSON in the header metadata. Loading it runs no code (no pickle)."""
+    from safetensors.torch import save_file
+
+    from ..models.weights import CHECKPOINT_FORMAT
+
+    tensors: dict[str, torch.Tensor] = {}
+    skeleton = {k: _encode(v, tensors, k) for k, v in state.items()}
+    path = Path(path)
+    tmp = path.with_name(path.name + ".tmp")
+    save_file(tensors, str(tmp), metadata={"format": CHECKPOINT_FORMAT, "state": json.dumps(skeleton)})
+    os.replace(tmp, path)
+
+
 def load_checkpoint(path: str | Path) -> dict[str, Any]:
-    return torch.load(path, map_location="cpu", weights_only=False)
+    """Read a checkpoint written by :func:`save_checkpoint`, or a legacy ``checkpoint.pt``
+    restricted to tensors and plain containers (``torch.load(weights_only=True)``): a file that
+    would need anything else — possibly code — is refused with a :class:`WeightsError`."""
+    from ..errors import WeightsError
+    from ..models.weights import CHECKPOINT_FORMAT, safe_torch_load
+
+    path = Path(path)
+    if path.suffix.lower() != ".safetensors":
+        state = safe_torch_load(path)
+        if not isinstance(state, dict) or "model" not in state:
+            raise WeightsError(f"{path} is not a training checkpoint")
+        return state
+    from safetensors import safe_open
+
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            meta = dict(f.metadata() or {})
+            tensors = {k: f.get_tensor(k) for k in f.keys()}
+        if meta.get("format") != CHECKPOINT_FORMAT:
+            raise WeightsError(f"{path} is not a training checkpoint (no hdrvideo training state in it)")
+        return _decode(json.loads(meta["state"]), tensors)
+    except WeightsError:
+        raise
+    except Exception as err:  # noqa: BLE001 - safetensors, JSON and key errors alike
+        raise WeightsError(f"cannot read checkpoint {path}: {str(err).splitlines()[0] if str(err) else type(err).__name__}") from None
+
+
+def find_checkpoint(out_dir: str | Path) -> Path | None:
+    """The run directory's checkpoint (``checkpoint.safetensors``, else a legacy ``checkpoint.pt``)."""
+    for name in (CHECKPOINT, LEGACY_CHECKPOINT):
+        if (Path(out_dir) / name).is_file():
+            return Path(out_dir) / name
+    return None
 
 
 def warm_start(model: torch.nn.Module, path: str | Path) -> list[str]:
-    """Copy every tensor of ``path`` (checkpoint.pt or weights file) whose name and shape match."""
+    """Copy every tensor of ``path`` (a checkpoint or a weights file) whose name and shape match."""
     p = Path(path)
     if p.suffix == ".pt" and p.name.startswith("checkpoint"):
         sd = load_checkpoint(p)["model"]
@@ -106,12 +199,6 @@ def warm_start(model: torch.nn.Module, path: str | Path) -> list[str]:
 def _cosine_restarts(opt, cfg: TrainConfig):
     t0 = max(1, math.ceil(cfg.steps / (2**cfg.cycles - 1)))
     return torch.optim.lr_scheduler.CosineAnnealingWarmRestarts(opt, T_0=t0, T_mult=2, eta_min=cfg.lr_min)
-
-
-def _save_atomic(obj: Any, path: Path) -> None:
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    torch.save(obj, tmp)
-    os.replace(tmp, path)
 
 
 def train(
@@ -137,7 +224,7 @@ def train(
 
     state = None
     if resume:
-        ck = out / "checkpoint.pt" if resume is True else Path(resume)
+        ck = (find_checkpoint(out) or out / CHECKPOINT) if resume is True else Path(resume)
         if not ck.exists():
             raise FileNotFoundError(f"no checkpoint to resume at {ck}")
         state = load_checkpoint(ck)
@@ -147,13 +234,13 @@ def train(
     torch.manual_seed(cfg.seed)
     model = create(cfg.arch)
     model.to(device).train()
+    copied: list[str] = []
+    if cfg.init and state is None:  # before the data: a bad --init file fails fast
+        copied = warm_start(model, cfg.init)
     if source is None:
         source = make_source(cfg, model.scale)
     if source.scale != model.scale:
         raise ValueError(f"data scale ×{source.scale} does not match {cfg.arch} (×{model.scale})")
-    copied: list[str] = []
-    if cfg.init and state is None:
-        copied = warm_start(model, cfg.init)
     opt = torch.optim.Adam(model.parameters(), lr=cfg.lr, betas=(0.9, 0.999))
     sched = _cosine_restarts(opt, cfg)
     step, elapsed, history = 0, 0.0, []
@@ -165,7 +252,7 @@ def train(
         copied = state.get("warm_started", [])
 
     def checkpoint() -> None:
-        _save_atomic(
+        save_checkpoint(
             {
                 "model": model.state_dict(),
                 "optimizer": opt.state_dict(),
@@ -176,7 +263,7 @@ def train(
                 "config": asdict(cfg),
                 "warm_started": copied,
             },
-            out / "checkpoint.pt",
+            out / CHECKPOINT,
         )
 
     log = open(out / "log.jsonl", "a")
@@ -185,7 +272,7 @@ def train(
         from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
         bar = Progress(
-            TextColumn(f"[bold]{cfg.arch}"),
+            TextColumn(cfg.arch.replace("{", "{{").replace("}", "}}"), style="bold", markup=False),
             BarColumn(),
             MofNCompleteColumn(),
             TextColumn("loss {task.fields[loss]:.4f} lr {task.fields[lr]:.2e}"),
@@ -245,7 +332,7 @@ def train(
         "elapsed_s": round(elapsed, 1),
         "loss_ema": ema,
         "history": history,
-        "checkpoint": str(out / "checkpoint.pt"),
+        "checkpoint": str(out / CHECKPOINT),
         "warm_started": len(copied),
     }
     if step >= cfg.steps:
