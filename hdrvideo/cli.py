@@ -208,6 +208,7 @@ def _main(
 ) -> None:
     _state["debug"] = debug
     _state["json_events"] = False
+    signals.reset()  # a new command: nothing held, not finished
     logging.basicConfig(level=getattr(logging, log_level.value.upper()), format="%(message)s",
                         handlers=[_LineHandler()], force=True)
     # PyAV/FFmpeg logging is quiet unless debugging
@@ -264,9 +265,12 @@ def handle_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
 def _sigterm_to_interrupt() -> None:
     """Docker/farm schedulers stop jobs with SIGTERM: clean up exactly as for Ctrl-C.
 
-    :func:`main` installs this for the whole process; this keeps embedded callers working."""
-    if not signals.installed():
-        signals.install()
+    :func:`main` installs SIGINT and SIGTERM handling for the whole process; this keeps callers
+    of the typer app (tests, embedding) working as before."""
+    import signal
+
+    if signal.getsignal(signal.SIGTERM) is not signals.handler:
+        signals.install((signal.SIGTERM,))
 
 
 # --------------------------------------------------------------------------------------

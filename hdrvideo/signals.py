@@ -29,7 +29,7 @@ import threading
 from contextlib import contextmanager
 from typing import Any, Iterator
 
-__all__ = ["install", "finish", "critical", "handling", "INTERRUPTS"]
+__all__ = ["install", "reset", "finish", "critical", "handling", "handler", "INTERRUPTS"]
 
 INTERRUPTS = (signal.SIGINT, signal.SIGTERM)
 
@@ -43,7 +43,8 @@ class _State:
 _STATE = _State()
 
 
-def _handler(signum: int, frame: Any) -> None:  # noqa: ARG001
+def handler(signum: int, frame: Any) -> None:  # noqa: ARG001
+    """The signal handler :func:`install` sets."""
     if _STATE.finished:
         return
     if _STATE.depth:
@@ -63,14 +64,15 @@ def install(signals: tuple[int, ...] = INTERRUPTS) -> bool:
     """
     if not _main_thread():
         return False
-    _STATE.depth, _STATE.pending, _STATE.finished = 0, None, False
+    reset()
     for s in signals:
-        signal.signal(s, _handler)
+        signal.signal(s, handler)
     return True
 
 
-def installed() -> bool:
-    return signal.getsignal(signal.SIGINT) is _handler
+def reset() -> None:
+    """Nothing held, nothing finished (a new command starts)."""
+    _STATE.depth, _STATE.pending, _STATE.finished = 0, None, False
 
 
 def finish() -> None:
@@ -105,13 +107,13 @@ class critical:
 @contextmanager
 def handling() -> Iterator[None]:
     """Critical sections for library callers: while the block runs, SIGINT goes through
-    :func:`_handler` if Python's default handler was in place (main thread only)."""
+    :func:`handler` if Python's default handler was in place (main thread only)."""
     if not _main_thread() or signal.getsignal(signal.SIGINT) is not signal.default_int_handler:
         yield
         return
     saved = (_STATE.depth, _STATE.pending, _STATE.finished)
     _STATE.depth, _STATE.pending, _STATE.finished = 0, None, False
-    signal.signal(signal.SIGINT, _handler)
+    signal.signal(signal.SIGINT, handler)
     try:
         yield
     finally:

@@ -389,7 +389,7 @@ def test_batch_is_capped_by_a_memory_estimate(tmp_path, clip, monkeypatch):
     cap = min(pl.available_ram() // 4, pl.RAM_BUDGET_CAP) // (host + dev)
     assert host + dev >= 640 * 360 * pl.COLOUR_BYTES_PER_OUTPUT_PIXEL
     assert plan.preset.batch == min(cap, 6)  # the memory cap, then the clip's frame count
-    assert any(w.startswith(f"--batch 100000 capped to {cap}") for w in plan.warnings)
+    assert any(w.startswith(f"--batch 100000 capped to {cap}") for w in plan.notes)
     # with a small budget the cap binds below the frame count, with one warning line
     monkeypatch.setattr(pl, "RAM_BUDGET_CAP", 3 * (host + dev))
     plan = pl.Pipeline(src, tmp_path / "o.mp4", batch=100000).plan()
@@ -401,7 +401,7 @@ def test_batch_is_capped_by_a_memory_estimate(tmp_path, clip, monkeypatch):
     # a preset's own batch is capped quietly
     monkeypatch.setattr(pl, "RAM_BUDGET_CAP", 1)
     assert pl.Pipeline(src, tmp_path / "o2.mp4").plan().preset.batch == 1
-    assert pl.Pipeline(src, tmp_path / "o2.mp4").plan().warnings == ()
+    assert pl.Pipeline(src, tmp_path / "o2.mp4").plan().notes == ()
 
 
 # --------------------------------------------------------------------------------------
