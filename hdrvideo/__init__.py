@@ -20,9 +20,11 @@ from .errors import (
     EncoderError,
     HdrvideoError,
     InputError,
+    ModelOutputError,
     OutputExistsError,
     UnsupportedInputError,
     UsageError,
+    WeightsError,
     WeightsMissingError,
 )
 from .media.probe import MediaInfo, probe
@@ -46,9 +48,11 @@ __all__ = [
     "UnsupportedInputError",
     "UsageError",
     "OutputExistsError",
+    "WeightsError",
     "WeightsMissingError",
     "EncoderError",
     "BackendError",
+    "ModelOutputError",
     "Job",
     "convert_chunked",
     "run_batch",

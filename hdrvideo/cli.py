@@ -40,6 +40,8 @@ class _OneLineErrors(TyperGroup):
             if not standalone_mode:
                 raise
             message = err.format_message().replace("Value error, ", "")
+            if not message.strip():  # no arguments: the help was shown, nothing to add
+                raise SystemExit(err.exit_code) from None
             if isinstance(err, _ClickUsageError) and not isinstance(err, typer.BadParameter) and err.ctx is not None:
                 message += f" (see '{err.ctx.command_path} --help')"
             raise SystemExit(_print_error(message, err.exit_code)) from None

@@ -77,6 +77,13 @@ def test_bad_options_are_refused_when_parsed(tmp_path, clip, args, needle):
     assert not out.exists() and leftovers(tmp_path) == []
 
 
+def test_help_and_no_arguments_are_not_errors():
+    res = invoke("--help")
+    assert res.exit_code == 0 and "convert" in res.stdout and res.stderr == ""
+    res = invoke()
+    assert res.exit_code == 2 and "convert" in res.stdout + res.stderr and "error:" not in res.stderr
+
+
 def test_api_checks_options_by_the_same_rules(tmp_path, clip):
     import hdrvideo
 
