@@ -77,6 +77,18 @@ def test_bad_options_are_refused_when_parsed(tmp_path, clip, args, needle):
     assert not out.exists() and leftovers(tmp_path) == []
 
 
+@pytest.mark.parametrize("args, needle", [
+    (["bench", "--backend", "bogus"], "'--backend'"),
+    (["bench", "--x265-preset", "warp9"], "'--x265-preset'"),
+    (["bench", "--batch", "0"], "'--batch'"),
+    (["batch", "--crf", "nan"], "'--crf'"),
+    (["batch", "--encoder", "h264"], "'--encoder'"),
+    (["batch", "--x265-preset", "warp9"], "'--x265-preset'"),
+])
+def test_other_commands_check_the_same_choices(args, needle):
+    one_line(invoke(*args), 2, needle)
+
+
 def test_help_and_no_arguments_are_not_errors():
     res = invoke("--help")
     assert res.exit_code == 0 and "convert" in res.stdout and res.stderr == ""

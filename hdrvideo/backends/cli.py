@@ -12,6 +12,7 @@ from typing import Annotated, Any, Callable, Optional
 
 import typer
 
+from ..cli import Backend, X265Preset, checked
 from ..errors import UsageError, WeightsMissingError
 
 __all__ = ["register"]
@@ -156,14 +157,14 @@ def engine_clear_command(
 def bench_command(
     preset: Annotated[str, typer.Option("-p", "--preset", help="Preset to benchmark.")] = "sr4-itm",
     weights: Annotated[Optional[Path], typer.Option("--weights", help="Weights overriding the preset's.")] = None,
-    backend: Annotated[str, typer.Option("--backend", help="auto, torch, onnxruntime or tensorrt.")] = "auto",
+    backend: Annotated[Backend, typer.Option("--backend", help="Inference backend.")] = Backend("auto"),  # type: ignore[assignment]
     device: Annotated[Optional[str], typer.Option("--device", help="cpu or cuda[:N].")] = None,
     size: Annotated[str, typer.Option("--size", help="Synthetic input WxH.")] = "240x136",
     frames: Annotated[int, typer.Option("--frames", help="Frames to time (more frames amortise the pipeline fill and drain).")] = 48,
     input: Annotated[Optional[Path], typer.Option("--input", help="Time this video instead of synthetic input.")] = None,
     random_weights: Annotated[bool, typer.Option("--random-weights", help="Time a randomly initialised network (bench only; never used for conversion).")] = False,
-    batch: Annotated[Optional[int], typer.Option("--batch", help="Frames per batch (default: the preset's).")] = None,
-    x265_preset: Annotated[Optional[str], typer.Option("--x265-preset", help="x265 speed preset (default: the preset's).")] = None,
+    batch: Annotated[Optional[int], typer.Option("--batch", help="Frames per batch (default: the preset's).", callback=checked("batch"))] = None,
+    x265_preset: Annotated[Optional[X265Preset], typer.Option("--x265-preset", help="x265 speed preset (default: the preset's).")] = None,  # type: ignore[valid-type]
     threads: Annotated[Optional[int], typer.Option("--threads", help="CPU cores to budget (default: all).")] = None,
     all_backends: Annotated[bool, typer.Option("--all-backends", help="Also time the model on every other backend available here.")] = False,
     precision: Annotated[str, typer.Option("--precision", help="auto (FP16 on CUDA, FP32 on CPU), fp16 or fp32.")] = "auto",
@@ -174,8 +175,7 @@ def bench_command(
     """Measure decode, model, colour/pack, encode and end-to-end fps, and the pipeline's efficiency."""
     from ..bench import parse_size, run_bench
 
-    if backend not in ("auto", "torch", "onnxruntime", "tensorrt"):
-        raise UsageError(f"unknown backend {backend!r} (auto, torch, onnxruntime, tensorrt)")
+    backend, x265_preset = backend.value, x265_preset.value if x265_preset else None
     torch_options: dict[str, Any] = {}
     if cuda_graphs is not None:
         torch_options["cuda_graphs"] = cuda_graphs

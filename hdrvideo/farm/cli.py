@@ -13,7 +13,7 @@ from typing import Annotated, Any, Callable, Optional
 
 import typer
 
-from ..cli import ProgressMode
+from ..cli import Encoder, ProgressMode, X265Preset, checked
 
 __all__ = ["register", "batch_command", "EngineName", "parse_option_pairs"]
 
@@ -137,9 +137,9 @@ def batch_command(
     ray_address: Annotated[Optional[str], typer.Option("--ray-address", help="Ray cluster address (default: start a local Ray).")] = None,
     state: Annotated[Optional[Path], typer.Option("--state", help="State file (default: MANIFEST.state.json, or OUTPUT_DIR/.hdrvideo-batch.state.json).")] = None,
     force: Annotated[bool, typer.Option("-f", "--force", help="Overwrite existing outputs this batch did not write.")] = False,
-    crf: Annotated[Optional[float], typer.Option("--crf", help="Constant quality for jobs that set none.")] = None,
-    x265_preset: Annotated[Optional[str], typer.Option("--x265-preset", help="x265 speed preset for jobs that set none.")] = None,
-    encoder: Annotated[Optional[str], typer.Option("--encoder", help="libx265 or hevc_nvenc for jobs that set none.")] = None,
+    crf: Annotated[Optional[float], typer.Option("--crf", help="Constant quality (0–51) for jobs that set none.", callback=checked("crf"))] = None,
+    x265_preset: Annotated[Optional[X265Preset], typer.Option("--x265-preset", help="x265 speed preset for jobs that set none.")] = None,  # type: ignore[valid-type]
+    encoder: Annotated[Optional[Encoder], typer.Option("--encoder", help="libx265 or hevc_nvenc for jobs that set none.")] = None,  # type: ignore[valid-type]
     device: Annotated[Optional[str], typer.Option("--device", help="cpu or cuda[:N] for jobs that set none.")] = None,
     option: Annotated[Optional[list[str]], typer.Option("-O", "--option", help="KEY=VALUE convert option for every job (JSON value), e.g. -O copy_subtitles=false. Repeatable.")] = None,
     progress: Annotated[ProgressMode, typer.Option("--progress", help="Progress display; json writes one object per line to stderr.")] = ProgressMode.auto,
@@ -154,6 +154,7 @@ def batch_command(
     from .batch import default_state_path, jobs_from_dir, load_manifest, run_batch
 
     options = parse_option_pairs(option)
+    x265_preset, encoder = (x265_preset.value if x265_preset else None), (encoder.value if encoder else None)
     for key, value in (("crf", crf), ("x265_preset", x265_preset), ("encoder", encoder), ("device", device)):
         if value is not None:
             options.setdefault(key, value)
