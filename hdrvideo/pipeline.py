@@ -14,6 +14,7 @@ from the plan. Timestamps travel with the frames; nothing is recomputed from a f
 
 from __future__ import annotations
 
+import ctypes
 import dataclasses
 import gc
 import logging
@@ -22,6 +23,7 @@ import os
 import queue
 import resource
 import shutil
+import sys
 import threading
 import time
 from dataclasses import asdict, dataclass, field
@@ -430,11 +432,11 @@ class LightMeter:
     def _measure(self, frame) -> None:
         planes = []
         for p in frame.planes[:3]:
-            arr = np.frombuffer(p, np.uint16).reshape(p.height, p.line_size // 2)[:, : p.width]
-            planes.append(torch.from_numpy(arr.astype(np.int32))[None].to(self.device, non_blocking=True))
+            # a view of the decoded plane (10-bit codes: the uint16 bits read the same as int16)
+            arr = np.frombuffer(p, np.int16).reshape(p.height, p.line_size // 2)[:, : p.width]
+            planes.append(torch.from_numpy(arr)[None].to(self.device, non_blocking=True))
         with torch.inference_mode():
-            rgb = colour.planes_to_rgb(*planes, "bt2020", 10, False, self.siting).clamp_(0.0, 1.0)
-            fmax, fmean = colour.content_light_level(rgb)
+            fmax, fmean = colour.content_light_level_planes(*planes, "bt2020", 10, False, self.siting)
         self.max_cll = max(self.max_cll, float(fmax.max()))
         self.max_fall = max(self.max_fall, float(fmean.max()))
         self.frames += 1
@@ -462,16 +464,63 @@ class LightMeter:
             self._measure(frame)
 
 
-def _yield_cpu_to_model(device: torch.device, step: int = 5) -> None:
-    """Lower the calling thread's CPU priority when the model runs on the CPU.
+def _keep_freed_frame_memory() -> None:
+    """Let glibc keep freed frame-sized blocks for reuse instead of returning them to the kernel.
+
+    A frame's float planes (a few MB) are above glibc's default mmap threshold, so every
+    temporary tensor of every batch was mapped fresh, page-faulted in (zero-filled) and
+    unmapped again: measured as most of the CPU time of the classical device chain, and of the
+    light meter. Raising ``M_MMAP_THRESHOLD`` (to its 32 MiB maximum) and ``M_TRIM_THRESHOLD``
+    keeps such blocks on the heap. Process-wide and idempotent; memory stays bounded by the
+    pipeline's peak working set. A no-op where the C library has no ``mallopt`` (non-glibc).
+    """
+    if not sys.platform.startswith("linux"):
+        return
+    try:
+        mallopt = ctypes.CDLL(None).mallopt
+    except (OSError, AttributeError):
+        return
+    mallopt(-1, 128 << 20)  # M_TRIM_THRESHOLD
+    mallopt(-3, 32 << 20)  # M_MMAP_THRESHOLD
+
+
+class _IntraOpThreads:
+    """Torch intra-op threads for the pipeline's own threads, restored when the last run ends."""
+
+    _lock = threading.Lock()
+    _runs = 0
+    _saved = 0
+
+    def __enter__(self) -> "_IntraOpThreads":
+        with self._lock:
+            if _IntraOpThreads._runs == 0:
+                _IntraOpThreads._saved = torch.get_num_threads()
+            _IntraOpThreads._runs += 1
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        with self._lock:
+            _IntraOpThreads._runs -= 1
+            if _IntraOpThreads._runs == 0:
+                torch.set_num_threads(_IntraOpThreads._saved)
+
+    @staticmethod
+    def use(threads: int | None) -> None:
+        if threads:
+            torch.set_num_threads(int(threads))
+
+
+def _yield_cpu_to_model(device: torch.device, model: bool = True, step: int = 5) -> None:
+    """Lower the calling thread's CPU priority when a model runs on the CPU.
 
     On Linux niceness is per thread and inherited by the threads it creates (x265's pool,
     FFmpeg's decoder threads), so calling this at the start of the decode/encode/measure threads
     makes the model — the bottleneck on a CPU — win the cores whenever the stages compete, while
     the lighter stages still get all the idle time: they overlap with the model instead of
     slowing it down. A no-op on a GPU (the model thread mostly waits there) and where unsupported.
+    Not used for the classical mapping: there x265 is the bottleneck and must not wait.
     """
-    if device.type != "cpu" or not hasattr(os, "setpriority"):
+    if not model or device.type != "cpu" or not hasattr(os, "setpriority"):
         return
     try:
         tid = threading.get_native_id()
@@ -551,6 +600,8 @@ class Pipeline:
         self._stages: list[str] = []  # finishing stages entered, in order
         self._last_progress: tuple[int, int, str] | None = None
         self._busy: dict[str, float] = {"decode": 0.0, "process": 0.0, "encode": 0.0, "measure": 0.0, "mux": 0.0}
+        self._model_on_cpu = False
+        self._process_threads: int | None = None
 
     # -- setup ----------------------------------------------------------------------------
     def _check_paths(self) -> None:
@@ -752,6 +803,11 @@ class Pipeline:
         processor = build_processor(plan.preset, device=plan.device, weights=opt.weights, backend=opt.backend,
                                     input_size=(plan.crop.width, plan.crop.height) if plan.crop else
                                     (plan.video.width, plan.video.height), **(opt.backend_options or {}))
+        _keep_freed_frame_memory()
+        on_cpu = processor.device.type == "cpu"
+        self._model_on_cpu = on_cpu and hasattr(processor, "backend")
+        # a processor's own CPU thread wish (the classical mapping: 1, leaving the cores to x265)
+        self._process_threads = getattr(processor, "cpu_threads", None) if on_cpu else None
         warnings = list(plan.assumed) + list(plan.notices) + list(plan.notes)
         for w in warnings:
             log.warning("%s", w)
@@ -764,7 +820,8 @@ class Pipeline:
                     tmpdir = make_work_dir(parent, f".{Path(self.dst).name}.", WORK_SUFFIXES[0])
                 except OSError as err:
                     raise UsageError(f"cannot write in the output folder {parent}: {err.strerror or err}") from None
-            return self._run(t_start, plan, processor, tmpdir, warnings, on_commit)
+            with _IntraOpThreads():
+                return self._run(t_start, plan, processor, tmpdir, warnings, on_commit)
         finally:
             with signals.critical():
                 if tmpdir is not None:
@@ -796,7 +853,7 @@ class Pipeline:
 
     # -- the threads ---------------------------------------------------------------------
     def _decode(self, decoder: Decoder, q_out: queue.Queue, device: torch.device) -> None:
-        _yield_cpu_to_model(device)
+        _yield_cpu_to_model(device, self._model_on_cpu)
         it = iter(decoder)
         while True:
             t0 = time.perf_counter()
@@ -810,6 +867,7 @@ class Pipeline:
         self._put(q_out, _END)
 
     def _process(self, stage: ProcessStage, q_in: queue.Queue, q_out: queue.Queue) -> None:
+        _IntraOpThreads.use(self._process_threads)
         while True:
             batch: FrameBatch = self._get(q_in)
             if batch is _END:
@@ -841,7 +899,9 @@ class Pipeline:
         self._put(q_out, _END)
 
     def _measure(self, meter: LightMeter, q_in: queue.Queue) -> None:
-        _yield_cpu_to_model(meter.device)
+        _yield_cpu_to_model(meter.device, self._model_on_cpu)
+        # per frame a few elementwise passes over one plane: more threads would only spin
+        _IntraOpThreads.use(1 if meter.device.type == "cpu" else None)
         while True:
             packet = self._get(q_in)
             t0 = time.perf_counter()
@@ -853,7 +913,7 @@ class Pipeline:
     def _encode(self, plan: Plan, config: EncoderConfig, q_in: queue.Queue, meter: LightMeter | None,
                 q_meter: queue.Queue, state: dict[str, Any], source: Any, output: str | None,
                 cache: PlaneCacheWriter | None = None) -> None:
-        _yield_cpu_to_model(torch.device(plan.device))
+        _yield_cpu_to_model(torch.device(plan.device), self._model_on_cpu)
         enc = None
 
         def to_meter(packet) -> None:

@@ -266,7 +266,7 @@ class ProcessStage:
         return rgb
 
     def pack(self, hdr: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-        return colour.rgb_to_planes(hdr, "bt2020", 10, False, self.siting)
+        return colour.rgb_to_planes(hdr, "bt2020", 10, False, self.siting, dtype=torch.int16)
 
     def run_chain(self, frames: Frames) -> Frames:
         for stage in self.chain:
@@ -285,8 +285,7 @@ class ProcessStage:
             y, cb, cr = self.pad(y, cb, cr)
         n = y.shape[0]
         if self.measure:
-            rec = colour.planes_to_rgb(y, cb, cr, "bt2020", 10, False, self.siting).clamp_(0.0, 1.0)
-            fmax, fmean = colour.content_light_level(rec)
+            fmax, fmean = colour.content_light_level_planes(y, cb, cr, "bt2020", 10, False, self.siting)
             fmax, fmean = fmax.double().cpu().numpy(), fmean.double().cpu().numpy()
         else:
             fmax = fmean = np.zeros(n)
@@ -300,7 +299,7 @@ class ProcessStage:
         stream synchronisation waits for all of them: about twice the bandwidth of pageable
         copies, and no per-plane stalls.
         """
-        dev16 = [t.to(torch.int16) for t in planes]  # 10-bit codes fit; uint16 bits viewed as int16
+        dev16 = [t.to(torch.int16) for t in planes]  # 10-bit codes fit (pack makes int16 already)
         if self.device.type != "cuda":
             return [t.cpu().numpy().view(np.uint16) for t in dev16]
         host = [torch.empty(t.shape, dtype=torch.int16, pin_memory=True) for t in dev16]

@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from ..colour import SDR_REFERENCE_WHITE_NITS, bt2408_sdr_to_pq
+from ..colour import SDR_REFERENCE_WHITE_NITS, bt2408_sdr_to_pq_lut
 from .resample import resize_lanczos
 
 
@@ -13,7 +13,9 @@ class BT2408Processor:
     """ITU-R BT.2408-7 §5.1.1 display-light mapping, with Lanczos-3 upscaling when scale > 1.
 
     The upscale happens on the SDR signal before the mapping (the same order a neural
-    SR-ITM network works in), and the result is clipped to the legal [0,1] range.
+    SR-ITM network works in), and the result is clipped to the legal [0,1] range. The mapping
+    runs through lookup tables (:func:`hdrvideo.colour.bt2408_sdr_to_pq_lut`, within 0.02 of a
+    10-bit code of the exact :func:`~hdrvideo.colour.bt2408_sdr_to_pq`).
     """
 
     def __init__(
@@ -22,6 +24,11 @@ class BT2408Processor:
         self.scale = int(scale)
         self.sdr_white = float(sdr_white)
         self.device = torch.device(device)
+        # in-gamut BT.709 maps into [0, sdr_white] cd/m² per BT.2020 component (the BT.2087
+        # matrix's rows are non-negative and sum to 1), so no roll-off stage is needed below it
+        self.max_nits = self.sdr_white
+        # on a CPU: memory-bound elementwise work; one torch thread, the other cores go to x265
+        self.cpu_threads = 1
         self.description = f"BT.2408 display-light mapping, SDR white {self.sdr_white:g} cd/m²" + (
             f", Lanczos-3 ×{self.scale}" if self.scale > 1 else ""
         )
@@ -31,4 +38,4 @@ class BT2408Processor:
         if self.scale > 1:
             h, w = rgb.shape[-2:]
             rgb = resize_lanczos(rgb, h * self.scale, w * self.scale)
-        return bt2408_sdr_to_pq(rgb.clamp(0.0, 1.0), self.sdr_white)
+        return bt2408_sdr_to_pq_lut(rgb, self.sdr_white)  # the tables clamp the input to [0, 1]
