@@ -27,8 +27,6 @@ from .errors import (
     WeightsError,
     WeightsMissingError,
 )
-from .media.probe import MediaInfo, probe
-from .pipeline import ConvertOptions, Pipeline, ProgressEvent, Report, convert
 from .presets import Preset, list_presets, load_preset
 
 __all__ = [
@@ -58,13 +56,20 @@ __all__ = [
     "run_batch",
 ]
 
-_FARM = ("Job", "convert_chunked", "run_batch")
+#: name → module, imported on first use: the conversion pulls in torch and PyAV, the farm
+#: multiprocessing and optional Ray; ``hdrvideo --help``, ``presets`` and ``probe`` need neither torch.
+_LAZY = {
+    "convert": "pipeline", "Pipeline": "pipeline", "ConvertOptions": "pipeline", "ProgressEvent": "pipeline",
+    "Report": "pipeline", "probe": "media.probe", "MediaInfo": "media.probe",
+    "Job": "farm", "convert_chunked": "farm", "run_batch": "farm",
+}
 
 
 def __getattr__(name: str):
-    """Farm entry points, imported on first use (they pull in multiprocessing and optional Ray)."""
-    if name in _FARM:
-        from . import farm
+    if name in _LAZY:
+        import importlib
 
-        return getattr(farm, name)
+        value = getattr(importlib.import_module(f".{_LAZY[name]}", __name__), name)
+        globals()[name] = value
+        return value
     raise AttributeError(f"module 'hdrvideo' has no attribute {name!r}")

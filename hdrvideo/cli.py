@@ -451,7 +451,7 @@ _MAT_WORDS = {0: "Identity (RGB)", 1: "BT.709", 5: "BT.601", 6: "BT.601", 9: "BT
 
 
 def _primaries_words(prim: dict[str, tuple[float, float]]) -> str:
-    from .colour import PRIMARIES
+    from .standards import PRIMARIES
 
     for name, words in (("p3-d65", "Display P3"), ("bt2020", "BT.2020"), ("bt709", "BT.709")):
         p = PRIMARIES[name]

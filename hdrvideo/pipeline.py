@@ -58,6 +58,7 @@ from .presets import (
 )
 from .processors import Processor, build_processor
 from .stages import PackedBatch, PadPlanes, ProcessStage, build_chain
+from .torch_threads import IntraOpThreads
 
 __all__ = ["ConvertOptions", "ProgressEvent", "Report", "Plan", "Pipeline", "ProcessStage", "PackedBatch", "LightMeter",
            "default_output", "convert", "input_video", "deinterlace_settings", "input_notices", "DEINTERLACE_MODES"]
@@ -484,32 +485,6 @@ def _keep_freed_frame_memory() -> None:
     mallopt(-3, 32 << 20)  # M_MMAP_THRESHOLD
 
 
-class _IntraOpThreads:
-    """Torch intra-op threads for the pipeline's own threads, restored when the last run ends."""
-
-    _lock = threading.Lock()
-    _runs = 0
-    _saved = 0
-
-    def __enter__(self) -> "_IntraOpThreads":
-        with self._lock:
-            if _IntraOpThreads._runs == 0:
-                _IntraOpThreads._saved = torch.get_num_threads()
-            _IntraOpThreads._runs += 1
-        return self
-
-    def __exit__(self, *exc: Any) -> None:
-        with self._lock:
-            _IntraOpThreads._runs -= 1
-            if _IntraOpThreads._runs == 0:
-                torch.set_num_threads(_IntraOpThreads._saved)
-
-    @staticmethod
-    def use(threads: int | None) -> None:
-        if threads:
-            torch.set_num_threads(int(threads))
-
-
 def _yield_cpu_to_model(device: torch.device, model: bool = True, step: int = 5) -> None:
     """Lower the calling thread's CPU priority when a model runs on the CPU.
 
@@ -820,7 +795,7 @@ class Pipeline:
                     tmpdir = make_work_dir(parent, f".{Path(self.dst).name}.", WORK_SUFFIXES[0])
                 except OSError as err:
                     raise UsageError(f"cannot write in the output folder {parent}: {err.strerror or err}") from None
-            with _IntraOpThreads():
+            with IntraOpThreads():
                 return self._run(t_start, plan, processor, tmpdir, warnings, on_commit)
         finally:
             with signals.critical():
@@ -867,7 +842,7 @@ class Pipeline:
         self._put(q_out, _END)
 
     def _process(self, stage: ProcessStage, q_in: queue.Queue, q_out: queue.Queue) -> None:
-        _IntraOpThreads.use(self._process_threads)
+        IntraOpThreads.use(self._process_threads)
         while True:
             batch: FrameBatch = self._get(q_in)
             if batch is _END:
@@ -901,7 +876,7 @@ class Pipeline:
     def _measure(self, meter: LightMeter, q_in: queue.Queue) -> None:
         _yield_cpu_to_model(meter.device, self._model_on_cpu)
         # per frame a few elementwise passes over one plane: more threads would only spin
-        _IntraOpThreads.use(1 if meter.device.type == "cpu" else None)
+        IntraOpThreads.use(1 if meter.device.type == "cpu" else None)
         while True:
             packet = self._get(q_in)
             t0 = time.perf_counter()

@@ -95,13 +95,13 @@ def rule(**kw: Any) -> dict[str, Rule]:
 
 
 def _primaries() -> tuple:
-    from .colour import PRIMARIES
+    from .standards import PRIMARIES
 
     return tuple(PRIMARIES)
 
 
 def _sitings() -> tuple:
-    from .colour import CHROMA_SITING
+    from .standards import CHROMA_SITING
 
     return tuple(CHROMA_SITING)
 

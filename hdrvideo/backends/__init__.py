@@ -15,12 +15,14 @@ from __future__ import annotations
 import importlib
 import importlib.util
 import logging
-
-import torch
-from torch import nn
+from typing import TYPE_CHECKING
 
 from ..errors import BackendError
 from .base import Backend
+
+if TYPE_CHECKING:  # torch loads when a backend is chosen, not when the CLI registers its commands
+    import torch
+    from torch import nn
 
 __all__ = ["Backend", "BACKENDS", "create_backend", "choose_backend", "backend_candidates"]
 
@@ -52,6 +54,8 @@ def _has(module: str) -> bool:
 
 def backend_candidates(device: str | torch.device | None = None) -> list[tuple[str, str, str]]:
     """(backend, device, why) in the order ``auto`` tries them on this machine."""
+    import torch
+
     dev = torch.device(device) if device else None
     out: list[tuple[str, str, str]] = []
     if (dev is None or dev.type == "cuda") and torch.cuda.is_available():
@@ -81,6 +85,8 @@ def choose_backend(device: str | torch.device | None = None) -> tuple[str, str]:
 
 def create_backend(name: str, model: nn.Module, device: str | torch.device | None = None, **options) -> Backend:
     """Build a backend by name (``auto`` picks the best available one and logs why)."""
+    import torch
+
     if name == "auto":
         errors = []
         for cand, dev, why in backend_candidates(device):

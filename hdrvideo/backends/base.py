@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-from typing import Optional, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Optional, Protocol, runtime_checkable
 
-import torch
-from torch import Tensor
+if TYPE_CHECKING:  # annotations only: importing the backends package must not load torch
+    import torch
+    from torch import Tensor
 
 
-Context = Optional[tuple[Tensor, ...]]
+Context = Optional[tuple["Tensor", ...]]
 
 
 @runtime_checkable

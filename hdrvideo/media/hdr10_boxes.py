@@ -19,7 +19,7 @@ import struct
 from dataclasses import dataclass
 from typing import Any
 
-from ..colour import PRIMARIES
+from ..standards import PRIMARIES
 
 __all__ = ["MasteringMetadata", "add_mp4_hdr10_boxes", "read_mp4_hdr10", "read_mkv_hdr10"]
 

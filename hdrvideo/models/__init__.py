@@ -16,31 +16,6 @@ to [0,1] in eval mode; see :mod:`hdrvideo.models.base` for the contract, the col
 the global context used for tiled inference.
 """
 
-from .agcm import AGCM
-from .base import COLOUR_DOMAINS, ITMModel
-from .gpgmnet import GPGMNet
-from .irnet import IRNet
-from .registry import (
-    ArchSpec,
-    UnknownArchitectureError,
-    architecture_names,
-    create,
-    detect,
-    get_spec,
-    list_architectures,
-    register,
-)
-from .weights import (
-    WeightsError,
-    load_model,
-    load_weights,
-    read_metadata,
-    read_state_dict,
-    save_weights,
-    sha256_file,
-    unwrap_state_dict,
-)
-
 __all__ = [
     "AGCM",
     "ArchSpec",
@@ -64,3 +39,23 @@ __all__ = [
     "sha256_file",
     "unwrap_state_dict",
 ]
+
+#: name → submodule; imported on first use, so that ``import hdrvideo.models.cli`` (the CLI's
+#: command registration) does not load torch.
+_WHERE = {
+    "AGCM": "agcm", "COLOUR_DOMAINS": "base", "ITMModel": "base", "GPGMNet": "gpgmnet", "IRNet": "irnet",
+    **{n: "registry" for n in ("ArchSpec", "UnknownArchitectureError", "architecture_names", "create", "detect",
+                               "get_spec", "list_architectures", "register")},
+    **{n: "weights" for n in ("WeightsError", "load_model", "load_weights", "read_metadata", "read_state_dict",
+                              "save_weights", "sha256_file", "unwrap_state_dict")},
+}
+
+
+def __getattr__(name: str):
+    if name in _WHERE:
+        import importlib
+
+        value = getattr(importlib.import_module(f".{_WHERE[name]}", __name__), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module 'hdrvideo.models' has no attribute {name!r}")
