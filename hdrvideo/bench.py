@@ -37,6 +37,7 @@ only ever inside ``bench`` (user-facing conversion never runs random weights).
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import resource
@@ -48,9 +49,10 @@ from typing import Any
 
 import torch
 
-from .errors import InputError, UsageError, WeightsMissingError
+from .errors import HdrvideoError, InputError, UsageError, WeightsMissingError
 
-__all__ = ["BenchResult", "run_bench", "thread_budget", "parse_size"]
+__all__ = ["BenchResult", "run_bench", "thread_budget", "parse_size", "FfmpegComparison", "compare_ffmpeg",
+           "find_bench_ffmpeg"]
 
 log = logging.getLogger(__name__)
 
@@ -392,3 +394,205 @@ def _other_backends(p, weights, dev, chosen, rgbs, budget, notes) -> dict[str, f
 def _sync(dev: torch.device) -> None:
     if dev.type == "cuda":
         torch.cuda.synchronize(dev)
+
+
+# --------------------------------------------------------------------------------------
+# hdrvideo against FFmpeg on the same job (``hdrvideo bench --compare-ffmpeg``)
+# --------------------------------------------------------------------------------------
+
+#: hdrvideo's interpretation of the input → zimg's names (FFmpeg ``zscale`` options)
+_ZIMG_MATRIX = {"bt709": "709", "bt601": "470bg", "bt2020": "2020_ncl"}
+_ZIMG_PRIMARIES = {"bt709": "709", "bt601-525": "170m", "bt601-625": "470bg", "bt2020": "2020"}
+_ZIMG_CHROMA = {"left": "left", "center": "center", "topleft": "topleft", "top": "top",
+                "bottomleft": "bottomleft", "bottom": "bottom"}
+
+
+@dataclass
+class FfmpegComparison:
+    """Wall and CPU seconds of ``hdrvideo convert`` and FFmpeg doing the same conversion.
+
+    ``speed_ratio`` is FFmpeg's median wall time ÷ hdrvideo's: ≥ 1 means hdrvideo is at least as
+    fast. Each run is a fresh process (interpreter start-up and imports included, as a user sees
+    it); ``hdrvideo_pipeline_s`` is hdrvideo's own report of the conversion without them.
+    """
+
+    input: str
+    frames: int
+    input_size: tuple[int, int]
+    preset: str
+    x265_preset: str
+    crf: float
+    runs: int
+    ffmpeg: str  # the executable and its version line
+    hdrvideo_wall_s: list[float]
+    ffmpeg_wall_s: list[float]
+    hdrvideo_cpu_s: list[float]  # user + system of the process and its threads
+    ffmpeg_cpu_s: list[float]
+    hdrvideo_pipeline_s: list[float]  # the conversion as hdrvideo's report times it (no start-up)
+    median_hdrvideo_s: float
+    median_ffmpeg_s: float
+    speed_ratio: float  # median FFmpeg wall ÷ median hdrvideo wall
+    pair_ratios: list[float]  # FFmpeg ÷ hdrvideo for each alternating pair
+    cpu_ratio: float  # median FFmpeg CPU ÷ median hdrvideo CPU
+    max_cll: int
+    max_fall: int
+    output_frames: dict[str, int]
+    output_bytes: dict[str, int]
+    commands: dict[str, list[str]]
+    stage_seconds: dict[str, float] = field(default_factory=dict)  # hdrvideo's report of its median run
+    notes: list[str] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def find_bench_ffmpeg() -> tuple[str | None, str]:
+    """The FFmpeg that ``imageio-ffmpeg`` ships (the ``bench`` extra), or (None, why not).
+
+    It must have the ``zscale`` filter (zimg) and libx265. hdrvideo itself never uses it.
+    """
+    import subprocess
+
+    try:
+        import imageio_ffmpeg
+    except ImportError:
+        return None, "imageio-ffmpeg is not installed (pip install 'hdrvideo[bench]')"
+    try:
+        exe = imageio_ffmpeg.get_ffmpeg_exe()
+        filters = subprocess.run([exe, "-hide_banner", "-filters"], capture_output=True, text=True, timeout=60).stdout
+        encoders = subprocess.run([exe, "-hide_banner", "-encoders"], capture_output=True, text=True, timeout=60).stdout
+    except (OSError, RuntimeError, subprocess.SubprocessError) as err:
+        return None, f"imageio-ffmpeg's FFmpeg does not run here ({err})"
+    if " zscale " not in filters or " libx265 " not in encoders:
+        return None, f"{exe} lacks the zscale filter or libx265"
+    return exe, ""
+
+
+def ffmpeg_bt2408_command(ffmpeg: str, src: str, dst: str, video, sdr_white: float, x265_preset: str, crf: float,
+                          x265_params: str, siting: str = "left") -> list[str]:
+    """FFmpeg's version of the ``bt2408`` conversion: zimg's BT.1886 linearisation with SDR white
+    at ``sdr_white`` cd/m² (``npl``), BT.2020 primaries, ST 2084, 10-bit limited 4:2:0, then the
+    same libx265 settings, the audio copied, an ``hvc1`` MP4 with ``moov`` first."""
+    zin = (f"zscale=transferin=709:matrixin={_ZIMG_MATRIX.get(video.matrix, '709')}"
+           f":primariesin={_ZIMG_PRIMARIES.get(video.primaries, '709')}"
+           f":rangein={'full' if video.full_range else 'limited'}:chromalin={_ZIMG_CHROMA.get(video.chroma_siting, 'left')}"
+           f":transfer=linear:npl={sdr_white:g}")
+    zout = (f"zscale=primaries=2020:transfer=smpte2084:matrix=2020_ncl:range=limited"
+            f":chromal={_ZIMG_CHROMA.get(siting, 'left')}:npl={sdr_white:g}")
+    return [ffmpeg, "-hide_banner", "-nostdin", "-loglevel", "error", "-y", "-i", src,
+            "-map", "0:v:0", "-map", "0:a?", "-vf", f"{zin},format=gbrpf32le,{zout},format=yuv420p10le",
+            "-c:v", "libx265", "-preset", x265_preset, "-crf", f"{crf:g}", "-x265-params", x265_params,
+            "-tag:v", "hvc1", "-c:a", "copy", "-movflags", "+faststart", dst]
+
+
+def compare_ffmpeg(
+    input: str | None = None,
+    size: tuple[int, int] = (640, 360),
+    frames: int = 500,
+    runs: int = 3,
+    x265_preset: str = "fast",
+    crf: float = 20.0,
+    preset: str = "bt2408",
+    warmup: bool = True,
+    workdir: str | None = None,
+) -> FfmpegComparison | str:
+    """Time ``hdrvideo convert`` against FFmpeg's zscale chain on the same input and x265 settings.
+
+    Both run as fresh processes, in alternating order (ABBA…, after one untimed warm-up run of
+    each), so that a busy machine slows both alike; wall times, CPU times and their medians are
+    reported. Returns the reason as a string when the comparison cannot run here (no
+    imageio-ffmpeg, or its FFmpeg lacks zscale/libx265).
+    """
+    import statistics
+    import subprocess
+    import sys
+
+    from .media.encode import EncoderConfig, x265_params
+    from .media.hdr10_boxes import MasteringMetadata
+    from .media.probe import probe, require_sdr_video
+    from .media.sample import make_sample
+    from .presets import load_preset
+
+    if runs < 1:
+        raise UsageError("--runs must be at least 1")
+    p = load_preset(preset)
+    if p.processor != "bt2408" or p.scale != 1:
+        raise UsageError(f"--compare-ffmpeg needs a classical bt2408 preset at scale 1 (FFmpeg's zscale chain "
+                         f"is that mapping); {p.name!r} is {p.processor} ×{p.scale}")
+    ffmpeg, why = find_bench_ffmpeg()
+    if ffmpeg is None:
+        return why
+    version = subprocess.run([ffmpeg, "-version"], capture_output=True, text=True).stdout.splitlines()[:1]
+    tmp = tempfile.TemporaryDirectory(prefix="hdrvideo-vs-ffmpeg-", dir=workdir)
+    try:
+        work = Path(tmp.name)
+        if input is None:
+            clip = str(work / "synthetic.mp4")
+            make_sample(clip, size[0], size[1], seconds=frames / 24, fps=24)  # H.264 + AAC
+            source = "synthetic"
+        else:
+            if not Path(input).is_file():
+                raise InputError(f"input not found: {input}")
+            clip, source = str(input), str(input)
+        info = probe(clip)
+        video = require_sdr_video(info)
+        m = p.mastering
+        params = x265_params(EncoderConfig(width=video.width, height=video.height, time_base=video.time_base,
+                                           rate=video.rate, crf=crf, x265_preset=x265_preset,
+                                           chroma_siting=p.encode.chroma_siting,
+                                           mastering=MasteringMetadata(m.primaries, m.max_luminance, m.min_luminance)))
+        out_h, out_f = str(work / "hdrvideo.mp4"), str(work / "ffmpeg.mp4")
+        cmd_h = [sys.executable, "-m", "hdrvideo.cli", "convert", clip, "-o", out_h, "--preset", preset,
+                 "--x265-preset", x265_preset, "--crf", f"{crf:g}", "--force", "--progress", "none", "--json"]
+        cmd_f = ffmpeg_bt2408_command(ffmpeg, clip, out_f, video, p.sdr_white, x265_preset, crf, params,
+                                      p.encode.chroma_siting)
+
+        def timed(cmd: list[str]) -> tuple[float, float, str]:
+            before = resource.getrusage(resource.RUSAGE_CHILDREN)
+            t0 = time.perf_counter()
+            proc = subprocess.run(cmd, capture_output=True, text=True)
+            wall = time.perf_counter() - t0
+            after = resource.getrusage(resource.RUSAGE_CHILDREN)
+            if proc.returncode != 0:
+                tail = (proc.stderr.strip().splitlines() or ["(no message)"])[-1]
+                raise HdrvideoError(f"{'hdrvideo convert' if cmd[0] == sys.executable else 'FFmpeg'} failed: {tail}")
+            cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+            return wall, cpu, proc.stdout
+
+        if warmup:
+            timed(cmd_h)
+            timed(cmd_f)
+        walls: dict[str, list[float]] = {"h": [], "f": []}
+        cpus: dict[str, list[float]] = {"h": [], "f": []}
+        reports: list[dict[str, Any]] = []
+        for i in range(runs):
+            for side in (("h", "f") if i % 2 == 0 else ("f", "h")):
+                wall, cpu, out = timed(cmd_h if side == "h" else cmd_f)
+                walls[side].append(round(wall, 3))
+                cpus[side].append(round(cpu, 3))
+                if side == "h":
+                    reports.append(json.loads(out))
+        med_h, med_f = statistics.median(walls["h"]), statistics.median(walls["f"])
+        median_run = sorted(range(runs), key=lambda k: walls["h"][k])[(runs - 1) // 2]
+        frames_out, sizes = {}, {}
+        for name, path in (("hdrvideo", out_h), ("ffmpeg", out_f)):
+            v = probe(path).video
+            frames_out[name] = v.frames if v is not None else 0
+            sizes[name] = os.path.getsize(path)
+        notes = []
+        if frames_out["hdrvideo"] != frames_out["ffmpeg"]:
+            notes.append(f"frame counts differ: {frames_out}")
+        return FfmpegComparison(
+            input=source, frames=reports[-1]["frames"], input_size=(video.width, video.height), preset=p.name,
+            x265_preset=x265_preset, crf=float(crf), runs=runs, ffmpeg=f"{ffmpeg} ({' '.join(version)})",
+            hdrvideo_wall_s=walls["h"], ffmpeg_wall_s=walls["f"], hdrvideo_cpu_s=cpus["h"], ffmpeg_cpu_s=cpus["f"],
+            hdrvideo_pipeline_s=[r["seconds"] for r in reports], median_hdrvideo_s=round(med_h, 3),
+            median_ffmpeg_s=round(med_f, 3), speed_ratio=round(med_f / med_h, 3),
+            pair_ratios=[round(f / h, 3) for h, f in zip(walls["h"], walls["f"])],
+            cpu_ratio=round(statistics.median(cpus["f"]) / statistics.median(cpus["h"]), 3),
+            max_cll=reports[-1]["max_cll"], max_fall=reports[-1]["max_fall"], output_frames=frames_out,
+            output_bytes=sizes, commands={"hdrvideo": ["hdrvideo", *cmd_h[3:]], "ffmpeg": cmd_f},
+            stage_seconds=reports[median_run]["stage_seconds"], notes=notes,
+        )
+    finally:
+        tmp.cleanup()

@@ -155,12 +155,12 @@ def engine_clear_command(
 
 
 def bench_command(
-    preset: Annotated[str, typer.Option("-p", "--preset", help="Preset to benchmark.")] = "sr4-itm",
+    preset: Annotated[Optional[str], typer.Option("-p", "--preset", help="Preset to benchmark (default: sr4-itm; bt2408 with --compare-ffmpeg).")] = None,
     weights: Annotated[Optional[Path], typer.Option("--weights", help="Weights overriding the preset's.")] = None,
     backend: Annotated[Backend, typer.Option("--backend", help="Inference backend.")] = Backend("auto"),  # type: ignore[assignment]
     device: Annotated[Optional[str], typer.Option("--device", help="cpu or cuda[:N].")] = None,
-    size: Annotated[str, typer.Option("--size", help="Synthetic input WxH.")] = "240x136",
-    frames: Annotated[int, typer.Option("--frames", help="Frames to time (more frames amortise the pipeline fill and drain).")] = 48,
+    size: Annotated[Optional[str], typer.Option("--size", help="Synthetic input WxH (default: 240x136; 640x360 with --compare-ffmpeg).")] = None,
+    frames: Annotated[Optional[int], typer.Option("--frames", help="Frames to time (default: 48; 500 with --compare-ffmpeg).")] = None,
     input: Annotated[Optional[Path], typer.Option("--input", help="Time this video instead of synthetic input.")] = None,
     random_weights: Annotated[bool, typer.Option("--random-weights", help="Time a randomly initialised network (bench only; never used for conversion).")] = False,
     batch: Annotated[Optional[int], typer.Option("--batch", help="Frames per batch (default: the preset's).", callback=checked("batch"))] = None,
@@ -170,12 +170,19 @@ def bench_command(
     precision: Annotated[str, typer.Option("--precision", help="auto (FP16 on CUDA, FP32 on CPU), fp16 or fp32.")] = "auto",
     cuda_graphs: Annotated[Optional[bool], typer.Option("--cuda-graphs/--no-cuda-graphs", help="torch on CUDA: replay the model as CUDA graphs (default on).")] = None,
     torch_compile: Annotated[Optional[str], typer.Option("--torch-compile", help="torch: torch.compile mode (default, max-autotune-no-cudagraphs, …); off by default.")] = None,
+    compare_ffmpeg: Annotated[bool, typer.Option("--compare-ffmpeg", help="Time `hdrvideo convert` (bt2408) against FFmpeg's zscale chain into the same libx265 settings (needs the bench extra: imageio-ffmpeg).")] = False,
+    runs: Annotated[int, typer.Option("--runs", help="Alternating timed runs of each side for --compare-ffmpeg.")] = 3,
+    crf: Annotated[float, typer.Option("--crf", help="x265 CRF for --compare-ffmpeg.", callback=checked("crf"))] = 20.0,
     as_json: Annotated[bool, typer.Option("--json", help="Print the figures as JSON.")] = False,
 ) -> None:
     """Measure decode, model, colour/pack, encode and end-to-end fps, and the pipeline's efficiency."""
     from ..bench import parse_size, run_bench
 
     backend, x265_preset = backend.value, x265_preset.value if x265_preset else None
+    if compare_ffmpeg:
+        return _compare_ffmpeg(preset or "bt2408", parse_size(size or "640x360"), frames or 500,
+                               str(input) if input else None, runs, x265_preset or "fast", crf, as_json)
+    preset, size, frames = preset or "sr4-itm", size or "240x136", frames or 48
     torch_options: dict[str, Any] = {}
     if cuda_graphs is not None:
         torch_options["cuda_graphs"] = cuda_graphs
@@ -208,6 +215,41 @@ def bench_command(
     if r.peak_gpu_mb:
         out.print(f"  GPU {r.gpu}: peak torch memory {r.peak_gpu_mb.get('end_to_end', 0):.0f} MiB end to end, "
                   f"{r.peak_gpu_mb.get('model_batch', 0):.0f} MiB for one model batch", highlight=False)
+    for n in r.notes:
+        out.print(f"  note: {n}", highlight=False)
+
+
+def _compare_ffmpeg(preset: str, size: tuple[int, int], frames: int, input: str | None, runs: int, x265_preset: str,
+                    crf: float, as_json: bool) -> None:
+    import sys
+
+    from ..bench import compare_ffmpeg
+
+    r = compare_ffmpeg(input, size, frames, runs, x265_preset, crf, preset)
+    if isinstance(r, str):  # cannot run here: one line, not an error
+        if as_json:
+            _out().print_json(json.dumps({"skipped": r}))
+        print(f"note: --compare-ffmpeg skipped: {r}", file=sys.stderr)
+        return
+    if as_json:
+        _out().print_json(json.dumps(r.to_dict()))
+        return
+    out = _out()
+    w, h = r.input_size
+    runs_h = ", ".join(f"{v:.2f}" for v in r.hdrvideo_wall_s)
+    runs_f = ", ".join(f"{v:.2f}" for v in r.ffmpeg_wall_s)
+    out.print(f"hdrvideo vs FFmpeg: {r.frames} frames {w}×{h} ({r.input}), x265 {r.x265_preset} CRF {r.crf:g}, audio "
+              f"copied, {r.runs} alternating runs each", highlight=False, soft_wrap=True)
+    out.print(f"  hdrvideo convert --preset {r.preset}  median {r.median_hdrvideo_s:.2f} s wall ({runs_h}), "
+              f"CPU {sorted(r.hdrvideo_cpu_s)[(r.runs - 1) // 2]:.2f} s; without start-up "
+              f"{sorted(r.hdrvideo_pipeline_s)[(r.runs - 1) // 2]:.2f} s", highlight=False, soft_wrap=True)
+    out.print(f"  FFmpeg zscale → libx265        median {r.median_ffmpeg_s:.2f} s wall ({runs_f}), "
+              f"CPU {sorted(r.ffmpeg_cpu_s)[(r.runs - 1) // 2]:.2f} s", highlight=False, soft_wrap=True)
+    out.print(f"  speed ratio (FFmpeg ÷ hdrvideo wall) {r.speed_ratio:.2f} (pairs "
+              f"{', '.join(f'{v:.2f}' for v in r.pair_ratios)}); CPU ratio {r.cpu_ratio:.2f}", highlight=False)
+    out.print(f"  hdrvideo MaxCLL {r.max_cll}, MaxFALL {r.max_fall} (measured on the decoded output); stages "
+              f"{r.stage_seconds}", highlight=False, soft_wrap=True)
+    out.print(f"  FFmpeg: {r.ffmpeg}", highlight=False, soft_wrap=True)
     for n in r.notes:
         out.print(f"  note: {n}", highlight=False)
 
