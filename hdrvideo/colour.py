@@ -106,20 +106,31 @@ def rgb_to_rgb_matrix(src: str, dst: str, dtype: torch.dtype = torch.float64) ->
     ``rgb_to_rgb_matrix("bt709", "bt2020")`` is the ITU-R BT.2087-0 §2 matrix
     (≈ [[0.6274, 0.3293, 0.0433], [0.0691, 0.9195, 0.0114], [0.0164, 0.0880, 0.8956]]).
     """
+    return torch.tensor(_rgb_to_rgb_f64(src, dst), dtype=dtype)
+
+
+@lru_cache(maxsize=None)
+def _rgb_to_rgb_f64(src: str, dst: str) -> tuple[tuple[float, ...], ...]:
     m = torch.linalg.solve(rgb_to_xyz_matrix(dst), rgb_to_xyz_matrix(src))
-    return m.to(dtype)
+    return tuple(map(tuple, m.tolist()))
+
+
+@lru_cache(maxsize=64)
+def _matrix_on(values: tuple[tuple[float, ...], ...], device: torch.device, dtype: torch.dtype) -> Tensor:
+    """A constant 3×3 matrix as a tensor on ``device`` (made once: the frame path reuses it)."""
+    return torch.tensor(values, dtype=dtype, device=device)
 
 
 def apply_matrix(x: Tensor, matrix: Tensor) -> Tensor:
     """Apply a 3×3 matrix to the channel axis (-3) of ``x`` (one matrix product, not an einsum)."""
-    m = matrix.to(device=x.device, dtype=x.dtype)
+    m = matrix if (matrix.device, matrix.dtype) == (x.device, x.dtype) else matrix.to(device=x.device, dtype=x.dtype)
     h, w = x.shape[-2:]
     return torch.matmul(m, x.reshape(*x.shape[:-2], h * w)).view(x.shape)
 
 
 def bt709_to_bt2020(rgb_linear: Tensor) -> Tensor:
     """Linear BT.709 RGB → linear BT.2020 RGB (ITU-R BT.2087-0, D65 to D65)."""
-    return apply_matrix(rgb_linear, rgb_to_rgb_matrix("bt709", "bt2020"))
+    return apply_matrix(rgb_linear, _matrix_on(_rgb_to_rgb_f64("bt709", "bt2020"), rgb_linear.device, rgb_linear.dtype))
 
 
 def bt2020_to_bt709(rgb_linear: Tensor) -> Tensor:
