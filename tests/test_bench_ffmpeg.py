@@ -31,7 +31,7 @@ def test_compare_runs_the_same_job_on_both_sides():
     assert r.output_frames == {"hdrvideo": 6, "ffmpeg": 6}
     assert len(r.hdrvideo_wall_s) == len(r.ffmpeg_wall_s) == len(r.hdrvideo_cpu_s) == 2
     assert min(r.hdrvideo_wall_s + r.ffmpeg_wall_s + r.hdrvideo_cpu_s + r.ffmpeg_cpu_s) > 0
-    assert r.speed_ratio == pytest.approx(r.median_ffmpeg_s / r.median_hdrvideo_s, rel=1e-2)
+    assert r.speed_ratio == pytest.approx(r.median_ffmpeg_s / r.median_hdrvideo_s, abs=1e-3)
     assert len(r.pair_ratios) == 2 and 0 < r.max_fall <= r.max_cll
     # the same settings: x265 preset, CRF and HDR10 parameters, the audio copied, hvc1
     ff, hv = r.commands["ffmpeg"], r.commands["hdrvideo"]
