@@ -660,13 +660,22 @@ def planes_to_rgb(
     The chroma terms of the matrix are applied at chroma resolution and then upsampled (the
     interpolation is linear, so this equals interpolating Cb, Cr first), and Y' is added last.
     """
-    ys, yo, cs, co = _quant_params(bit_depth, full_range)
+    ys, yo, _, _ = _quant_params(bit_depth, full_range)
     yf = _dequant_plane(y, ys, yo, dtype)
     n, height, width = yf.shape
     if cb is None or cr is None:
         return yf.unsqueeze(1).expand(n, 3, height, width).contiguous()
+    terms = _chroma_terms(cb, cr, matrix, bit_depth, full_range, siting, height, width, dtype)
+    return terms.add_(yf.unsqueeze(1))
+
+
+def _chroma_terms(cb: Tensor, cr: Tensor, matrix: str, bit_depth: int, full_range: bool, siting: str,
+                  height: int, width: int, dtype: torch.dtype) -> Tensor:
+    """R' - Y', G' - Y', B' - Y' ``(N,3,H,W)`` of integer chroma planes: the inverse matrix's
+    chroma columns applied at chroma resolution, then upsampled to the luma size."""
+    _, _, cs, co = _quant_params(bit_depth, full_range)
     cbf, crf = _dequant_plane(cb, cs, co, dtype), _dequant_plane(cr, cs, co, dtype)
-    terms = cbf.new_empty((n, 3, *cbf.shape[-2:]))
+    terms = cbf.new_empty((cbf.shape[0], 3, *cbf.shape[-2:]))
     for i, (k_cb, k_cr) in enumerate(_chroma_to_rgb_f64(matrix)):
         out = terms[:, i]
         if k_cb == 0.0:
@@ -677,7 +686,7 @@ def planes_to_rgb(
                 out.add_(crf, alpha=k_cr)
     if terms.shape[-2:] != (height, width):
         terms = chroma_upsample(terms, height, width, siting)
-    return terms.add_(yf.unsqueeze(1))
+    return terms
 
 
 def rgb_to_planes(
@@ -751,31 +760,24 @@ def content_light_level_planes(
     full_range: bool = False,
     siting: str = "left",
 ) -> tuple[Tensor, Tensor]:
-    """:func:`content_light_level` of Y'CbCr 4:2:0 planes, never below it, without R'G'B'.
+    """:func:`content_light_level` of Y'CbCr planes (PQ), never below it, without full R'G'B'.
 
-    Bounds what ``content_light_level(planes_to_rgb(...).clamp(0, 1))`` measures, per frame
-    (maximum, average of max(R,G,B) in cd/m², CTA-861.3-A), from above:
+    What ``content_light_level(planes_to_rgb(...).clamp(0, 1))`` measures, per frame (maximum,
+    average of max(R,G,B) in cd/m², CTA-861.3-A), in fewer passes over memory:
 
-    * max(R', G', B') = Y' + D(Cb, Cr), where D is the largest of the three chroma terms of the
-      inverse matrix (:func:`planes_to_rgb`). D is a maximum of linear functions, hence convex,
-      so D of the interpolated chroma is at most the same interpolation of D at the chroma
-      samples: D is computed at chroma resolution and upsampled. The bound is exact wherever
-      one term wins around a sample (and in flat or grey areas); it exceeds the exact value
-      only where the winning channel changes between neighbouring chroma samples.
-    * the ST 2084 EOTF comes from :func:`pq_eotf_upper_lut` (never below the exact curve,
-      < 0.01 cd/m² above it); the signal gets a 2^-20 margin (≥ 8.7e-6 in relative luminance)
-      so that float32 rounding, in the table and in the frame sums, cannot pull it below.
+    * max(R', G', B') = Y' + max(R'-Y', G'-Y', B'-Y'): the chroma terms of
+      :func:`planes_to_rgb`, their maximum, one addition of Y' (no clamped R'G'B' is stored;
+      clamping commutes with the maximum);
+    * the ST 2084 EOTF from :func:`pq_eotf_upper_lut`, never below the exact curve (< 0.01
+      cd/m² above it), and a 2^-20 margin on the signal (≥ 8.7e-6 in relative luminance) so
+      float32 rounding, in the table and in the frame sums, cannot pull the result below.
     """
-    ys, yo, cs, co = _quant_params(bit_depth, full_range)
-    cbf, crf = _dequant_plane(cb, cs, co, torch.float32), _dequant_plane(cr, cs, co, torch.float32)
-    terms = [torch.mul(crf, k_cr) if k_cb == 0.0 else torch.mul(cbf, k_cb).add_(crf, alpha=k_cr)
-             for k_cb, k_cr in _chroma_to_rgb_f64(matrix)]
-    d = torch.maximum(torch.maximum(terms[0], terms[1], out=terms[0]), terms[2], out=terms[0])
+    ys, yo, _, _ = _quant_params(bit_depth, full_range)
     height, width = y.shape[-2:]
-    if d.shape[-2:] != (height, width):
-        d = chroma_upsample(d.unsqueeze(-3), height, width, siting).squeeze(-3)
-    # Y' + D, plus 2^-20 (0.001 of a 10-bit code) so float32 rounding cannot pull it below
-    signal = d.add_(y.to(torch.float32), alpha=1.0 / ys).add_(2.0**-20 - yo / ys)
+    terms = _chroma_terms(cb, cr, matrix, bit_depth, full_range, siting, height, width, torch.float32)
+    signal = terms.amax(dim=-3)
+    # Y' + max term, plus 2^-20 (0.001 of a 10-bit code) so float32 rounding cannot pull it below
+    signal.add_(y.to(torch.float32), alpha=1.0 / ys).add_(2.0**-20 - yo / ys)
     nits = pq_eotf_upper_lut(signal.device)(signal)  # clamps the signal to [0, 1]
     return nits.amax(dim=(-2, -1)), nits.mean(dim=(-2, -1))
 

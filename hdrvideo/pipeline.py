@@ -413,10 +413,11 @@ def cap_batch(batch: int, video: VideoInfo, out_size: tuple[int, int], preset: P
 class LightMeter:
     """Measures MaxCLL/MaxFALL (CTA-861.3-A) on the *encoded* stream, as a player decodes it.
 
-    The encoder's packets are decoded again (libavcodec HEVC) and the decoded 10-bit planes are
-    converted to R'G'B' on the processing device; max(R,G,B) per pixel gives the frame's peak
-    and average light level. Measuring after compression means no value can understate the
-    output: ringing around highlights can add several per cent to the encoder input's peak.
+    The encoder's packets are decoded again (libavcodec HEVC) and max(R,G,B) per pixel of the
+    decoded 10-bit planes gives the frame's peak and average light level, on the processing
+    device (:func:`hdrvideo.colour.content_light_level_planes`, never below the exact value).
+    Measuring after compression means no value can understate the output: ringing around
+    highlights can add several per cent to the encoder input's peak.
     """
 
     def __init__(self, device: torch.device, siting: str = "left") -> None:
