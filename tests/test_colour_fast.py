@@ -201,3 +201,21 @@ def test_light_level_of_planes_is_never_below_and_within_the_table_error():
         assert bool((fmax.double() >= emax).all()) and bool((fmean.double() >= emean).all())
         assert bool((fmax.double() <= emax * (1 + 2e-5) + 0.01).all())
         assert bool((fmean.double() <= emean * (1 + 2e-5) + 0.01).all())
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_fast_path_is_device_agnostic():
+    # the same tables, gathers and bit tricks on CUDA: the same codes and light levels as on the CPU
+    planes = scene_planes()
+    n, h, w = planes[0].shape
+    layout = PlaneLayout("yuv", "yuv420p", 8, (2, 2), w, h)
+    out = {}
+    for dev in ("cpu", "cuda"):
+        stage = ProcessStage(build_chain(BT2408Processor(device=dev), (w, h), 1000.0), layout, video_info(),
+                             torch.device(dev), measure=True)
+        out[dev] = stage(planes, list(range(n)))
+    for k in ("y", "cb", "cr"):
+        assert np.abs(getattr(out["cpu"], k).astype(int) - getattr(out["cuda"], k).astype(int)).max() <= 1
+    assert np.allclose(out["cpu"].frame_max, out["cuda"].frame_max, rtol=1e-5)
+    assert np.allclose(out["cpu"].frame_mean, out["cuda"].frame_mean, rtol=1e-5)
