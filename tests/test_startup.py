@@ -16,10 +16,17 @@ import torch
 from hdrvideo.media.sample import SampleScene
 
 _PROBE = """
-import atexit, sys
+import atexit, os, sys
 sys.argv = ["hdrvideo"] + {args!r}
-atexit.register(lambda: print("heavy modules:", sorted(m for m in ("torch", "numpy.linalg", "hdrvideo.pipeline")
-                                                       if m in sys.modules), file=sys.stderr))
+def report():
+    heavy = sorted(m for m in ("torch", "hdrvideo.pipeline", "hdrvideo.colour") if m in sys.modules)
+    print("heavy modules:", heavy, file=sys.stderr, flush=True)
+exit_now = os._exit
+def report_and_exit(code):  # the CLI ends with os._exit (no atexit handlers)
+    report()
+    exit_now(code)
+os._exit = report_and_exit
+atexit.register(report)
 from hdrvideo.cli import main
 main()
 """
