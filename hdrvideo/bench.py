@@ -468,11 +468,12 @@ def find_bench_ffmpeg() -> tuple[str | None, str]:
     return exe, ""
 
 
-def ffmpeg_bt2408_command(ffmpeg: str, src: str, dst: str, video, sdr_white: float, x265_preset: str, crf: float,
-                          x265_params: str, siting: str = "left") -> list[str]:
+def ffmpeg_bt2408_command(ffmpeg: str, src: str, dst: str, video, sdr_white: float, x265_options: dict[str, str],
+                          siting: str = "left") -> list[str]:
     """FFmpeg's version of the ``bt2408`` conversion: zimg's BT.1886 linearisation with SDR white
-    at ``sdr_white`` cd/m² (``npl``), BT.2020 primaries, ST 2084, 10-bit limited 4:2:0, then the
-    same libx265 settings, the audio copied, an ``hvc1`` MP4 with ``moov`` first."""
+    at ``sdr_white`` cd/m² (``npl``), BT.2020 primaries, ST 2084, 10-bit limited 4:2:0, then
+    libx265 with ``x265_options`` (hdrvideo's own: preset, CRF, x265-params), the audio copied,
+    an ``hvc1`` MP4 with ``moov`` first."""
     zin = (f"zscale=transferin=709:matrixin={_ZIMG_MATRIX.get(video.matrix, '709')}"
            f":primariesin={_ZIMG_PRIMARIES.get(video.primaries, '709')}"
            f":rangein={'full' if video.full_range else 'limited'}:chromalin={_ZIMG_CHROMA.get(video.chroma_siting, 'left')}"
@@ -481,7 +482,7 @@ def ffmpeg_bt2408_command(ffmpeg: str, src: str, dst: str, video, sdr_white: flo
             f":chromal={_ZIMG_CHROMA.get(siting, 'left')}:npl={sdr_white:g}")
     return [ffmpeg, "-hide_banner", "-nostdin", "-loglevel", "error", "-y", "-i", src,
             "-map", "0:v:0", "-map", "0:a?", "-vf", f"{zin},format=gbrpf32le,{zout},format=yuv420p10le",
-            "-c:v", "libx265", "-preset", x265_preset, "-crf", f"{crf:g}", "-x265-params", x265_params,
+            "-c:v", "libx265", *[a for k, v in x265_options.items() for a in (f"-{k}", v)],
             "-tag:v", "hvc1", "-c:a", "copy", "-movflags", "+faststart", dst]
 
 
@@ -507,10 +508,10 @@ def compare_ffmpeg(
     import subprocess
     import sys
 
-    from .media.encode import EncoderConfig, x265_params
-    from .media.hdr10_boxes import MasteringMetadata
-    from .media.probe import probe, require_sdr_video
+    from .media.encode import encoder_options
+    from .media.probe import probe
     from .media.sample import make_sample
+    from .pipeline import ConvertOptions, Pipeline
     from .presets import load_preset
 
     if runs < 1:
@@ -534,18 +535,16 @@ def compare_ffmpeg(
             if not Path(input).is_file():
                 raise InputError(f"input not found: {input}")
             clip, source = str(input), str(input)
-        info = probe(clip)
-        video = require_sdr_video(info)
-        m = p.mastering
-        params = x265_params(EncoderConfig(width=video.width, height=video.height, time_base=video.time_base,
-                                           rate=video.rate, crf=crf, x265_preset=x265_preset,
-                                           chroma_siting=p.encode.chroma_siting,
-                                           mastering=MasteringMetadata(m.primaries, m.max_luminance, m.min_luminance)))
         out_h, out_f = str(work / "hdrvideo.mp4"), str(work / "ffmpeg.mp4")
+        # the encoder options exactly as `hdrvideo convert` will open libx265 with them
+        pipe = Pipeline(clip, out_h, ConvertOptions(preset=preset, x265_preset=x265_preset, crf=crf, force=True))
+        plan = pipe.plan()
+        video = plan.video
+        x265_options = encoder_options(pipe._encoder_config(plan))
         cmd_h = [sys.executable, "-m", "hdrvideo.cli", "convert", clip, "-o", out_h, "--preset", preset,
                  "--x265-preset", x265_preset, "--crf", f"{crf:g}", "--force", "--progress", "none", "--json"]
-        cmd_f = ffmpeg_bt2408_command(ffmpeg, clip, out_f, video, p.sdr_white, x265_preset, crf, params,
-                                      p.encode.chroma_siting)
+        cmd_f = ffmpeg_bt2408_command(ffmpeg, clip, out_f, video, plan.preset.sdr_white, x265_options,
+                                      plan.preset.encode.chroma_siting)
 
         def timed(cmd: list[str]) -> tuple[float, float, str]:
             before = resource.getrusage(resource.RUSAGE_CHILDREN)
