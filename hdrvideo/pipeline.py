@@ -876,8 +876,9 @@ class Pipeline:
 
     def _measure(self, meter: LightMeter, q_in: queue.Queue) -> None:
         _yield_cpu_to_model(meter.device, self._model_on_cpu)
-        # per frame a few elementwise passes over one plane: more threads would only spin
-        IntraOpThreads.use(1 if meter.device.type == "cpu" else None)
+        # the same as the process thread: torch.set_num_threads also sets the default that a
+        # thread's first parallel op picks up, so a different value here could reach a CPU model
+        IntraOpThreads.use(self._process_threads)
         while True:
             packet = self._get(q_in)
             t0 = time.perf_counter()
