@@ -22,7 +22,7 @@ from typer.core import TyperGroup
 
 from . import signals
 from .errors import HdrvideoError
-from .presets import AUDIO_MODES, BACKEND_NAMES, ENCODER_NAMES, X265_PRESETS
+from .presets import AUDIO_MODES, BACKEND_NAMES, DEBAND_MODES, ENCODER_NAMES, X265_PRESETS
 
 
 # click's exception classes, wherever this typer takes click from (typer ≥ 0.2x vendors it)
@@ -123,6 +123,7 @@ Engine = _choices("Engine", ("local", "ray"))
 ChunkTransfer = _choices("ChunkTransfer", ("shared", "object-store"))
 Tier = _choices("Tier", ("main", "high"))
 AudioMode = _choices("AudioMode", AUDIO_MODES)
+DebandMode = _choices("DebandMode", DEBAND_MODES)
 TwoPassCache = _choices("TwoPassCache", ("auto", "planes", "recompute"))
 
 
@@ -370,6 +371,9 @@ def convert(
     x265_preset: Annotated[Optional[X265Preset], typer.Option("--x265-preset", help="x265 speed preset.")] = None,  # type: ignore[valid-type]
     batch: Annotated[Optional[int], typer.Option("--batch", help="Frames per batch on the device (capped by a memory estimate).", callback=checked("batch"))] = None,
     tile: Annotated[Optional[int], typer.Option("--tile", help="Tile edge in input pixels for neural presets (0 = whole frame).", callback=checked("tile"))] = None,
+    peak_nits: Annotated[Optional[float], typer.Option("--peak-nits", help="Peak luminance in cd/m²: the ST 2086 maximum written into the file; every preset rolls its output off to it (hdr-expand expands SDR white to it). Default: the preset's (1000).", callback=checked("peak_nits"))] = None,
+    sdr_white: Annotated[Optional[float], typer.Option("--sdr-white", help="Where SDR reference white lands, cd/m² (default: the preset's, 203). Neural presets: their output is scaled by N/203 in linear light.", callback=checked("sdr_white"))] = None,
+    deband: Annotated[Optional[DebandMode], typer.Option(  # type: ignore[valid-type]"--deband", help="Dequantise the source before mapping: auto (8-bit sources), on, off. Default: the preset's (auto).")] = None,
     force: Annotated[bool, typer.Option("-f", "--force", help="Overwrite an existing output.")] = False,
     no_audio: Annotated[bool, typer.Option("--no-audio", help="Do not copy audio streams.")] = False,
     no_subtitles: Annotated[bool, typer.Option("--no-subtitles", help="Do not copy subtitle streams.")] = False,
@@ -414,7 +418,7 @@ def convert(
         opts = ConvertOptions(
             preset=preset, weights=str(weights) if weights else None, backend=_value(backend), device=device,
             start=start, duration=duration, encoder=_value(encoder), crf=crf, x265_preset=_value(x265_preset),
-            batch=batch, tile=tile, force=force, copy_audio=not no_audio, copy_subtitles=not no_subtitles,
+            batch=batch, tile=tile, peak_nits=peak_nits, sdr_white=sdr_white, deband=_value(deband), force=force, copy_audio=not no_audio, copy_subtitles=not no_subtitles,
             light_level=_value(light_level), progress=sink if sink.mode != ProgressMode.none else None,
             deinterlace=_value(deinterlace), input_matrix=_value(input_matrix),
             input_primaries=_value(input_primaries), input_range=_value(input_range),
@@ -549,6 +553,7 @@ def presets(as_json: Annotated[bool, typer.Option("--json", help="Machine-readab
         stdout.print_json(json.dumps([
             {"name": p.name, "description": p.description, "processor": p.processor, "scale": p.scale,
              "arch": p.model.arch if p.model else None,
+             "peak_nits": p.mastering.max_luminance, "sdr_white": p.sdr_white, "deband": p.deband,
              "weights_installed": (find_weights(p) is not None) if p.model else None,
              "default": p.name == DEFAULT_PRESET}
             for p in items
@@ -557,7 +562,7 @@ def presets(as_json: Annotated[bool, typer.Option("--json", help="Machine-readab
     from rich.table import Table
 
     table = Table(box=None, header_style="bold", pad_edge=False)
-    for col in ("preset", "scale", "network", "weights", "description"):
+    for col in ("preset", "scale", "network", "weights", "peak", "SDR white", "description"):
         table.add_column(col, overflow="fold")
     for p in items:
         if p.processor == "neural":
@@ -567,7 +572,11 @@ def presets(as_json: Annotated[bool, typer.Option("--json", help="Machine-readab
         name = p.name + (" (default)" if p.name == DEFAULT_PRESET else "")
         network = p.model.arch if p.model else ("chosen by input height" if p.processor == "auto" else "none")
         scale = f"×{p.scale}" if p.processor != "auto" else "auto"
-        table.add_row(name, scale, network, weights, p.description)
+        if p.processor == "auto":
+            peak = white = "per pick"
+        else:
+            peak, white = f"{p.mastering.max_luminance:g}", f"{p.sdr_white:g}"
+        table.add_row(name, scale, network, weights, peak, white, p.description)
     stdout.print(table, highlight=False)
 
 

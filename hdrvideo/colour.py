@@ -982,3 +982,167 @@ def black_codes(bit_depth: int = 10, full_range: bool = False) -> tuple[int, int
 
 
 __all__ += ["black_codes"]
+
+
+# ---- SDR→HDR highlight expansion: the inverse of BT.2446 Method C, generalised ----
+#
+# Report ITU-R BT.2446-1 §6.1.4 (Method C) compresses HDR luminance with a linear segment up to
+# an inflection point and a logarithmic segment above it (:func:`bt2446c_curve`).  Solved for
+# Y_HDR, that curve is linear below the inflection point and *exponential* above it — an inverse
+# tone mapping operator (ITMO) whose knee is where expansion starts.  :func:`sdr_expansion_curve`
+# is that inverse with its three degrees of freedom (linear gain, inflection point, value at 100 %
+# SDR) set from user controls (SDR reference white, knee, target peak) instead of the Report's
+# constants; with the Report's constants it *is* the Report's inverse (:func:`bt2446c_inverse_curve`).
+# :func:`hdr_expand_sdr_to_pq` applies it to luminance, as Method C does (§6.1.3–6.1.5: tone curve
+# on Y, chromaticity x, y kept), so hue and saturation are preserved.
+#
+# libplacebo's ``bt2446a_inv`` (src/tone_mapping.c) takes the other route, BT.2446-1 Method A's
+# SDR→HDR polynomial Y_HDR = Y''^E (Y'' = 255·Y'_SDR, E quadratic in Y'') normalised to its
+# output peak; it is not implemented here.
+
+__all__ += [
+    "bt2446c_inverse_curve",
+    "sdr_expansion_parameters",
+    "sdr_expansion_curve",
+    "hdr_expand_sdr_to_pq",
+]
+
+
+def bt2446c_inverse_curve(
+    y_sdr: Tensor,
+    k1: float = BT2446C_K1,
+    k2: float = BT2446C_K2,
+    k3: float = BT2446C_K3,
+    k4: float = BT2446C_K4,
+    y_sdr_ip: float = BT2446C_Y_SDR_IP,
+) -> Tensor:
+    """Inverse of the BT.2446-1 §6.1.4 tone curve (:func:`bt2446c_curve`), SDR → HDR cd/m².
+
+    Y_HDR = Y_SDR / k1 below Y_SDR,ip, and Y_HDR = Y_HDR,ip · (exp((Y_SDR − k4) / k2) + k3)
+    above it (Y_HDR,ip = Y_SDR,ip / k1): the log segment k2·ln(Y_HDR/Y_HDR,ip − k3) + k4 solved
+    for Y_HDR.  100 % SDR (100 cd/m²) maps to ≈ 333 cd/m², 118 cd/m² back to ≈ 1000 cd/m².
+    """
+    y_ip = y_sdr_ip / k1
+    y = y_sdr.clamp(min=0.0)
+    return torch.where(y < y_sdr_ip, y / k1, y_ip * (torch.exp((y - k4) / k2) + k3))
+
+
+def _expansion_peak_ratio(s_k: float, beta: float) -> float:
+    """(value at s = 1) / W of the expansion curve: s_k + β·(exp((1 − s_k)/β) − 1)."""
+    try:
+        return s_k + beta * math.expm1((1.0 - s_k) / beta)
+    except OverflowError:
+        return math.inf
+
+
+@lru_cache(maxsize=64)
+def sdr_expansion_parameters(sdr_white: float, peak: float, knee: float) -> tuple[float, float]:
+    """(s_k, β) of :func:`sdr_expansion_curve` for an SDR reference white, a peak and a knee.
+
+    ``knee`` is the SDR signal level (BT.1886, 0–1) where expansion starts; s_k = knee^2.4 is the
+    same point in relative SDR luminance.  β > 0 solves W·(s_k + β·(exp((1 − s_k)/β) − 1)) = peak
+    (the left side falls monotonically from ∞ to W as β grows), found by bisection on log β.
+    β = ∞ (no expansion, a straight line) when peak ≤ sdr_white.
+    """
+    if not 0.0 < knee < 1.0:
+        raise ValueError("knee must be in (0, 1)")
+    if sdr_white <= 0 or peak <= 0:
+        raise ValueError("sdr_white and peak must be positive")
+    s_k = knee**2.4
+    target = peak / sdr_white
+    if target <= 1.0 + 1e-9:
+        return s_k, math.inf
+    lo, hi = 1e-6, 1e6  # log-bisection: ratio(lo) > target > ratio(hi)
+    for _ in range(200):
+        mid = math.sqrt(lo * hi)
+        if _expansion_peak_ratio(s_k, mid) > target:
+            lo = mid
+        else:
+            hi = mid
+    return s_k, math.sqrt(lo * hi)
+
+
+def sdr_expansion_curve(
+    s: Tensor, sdr_white: float = SDR_REFERENCE_WHITE_NITS, peak: float = 1000.0, knee: float = 0.8
+) -> Tensor:
+    """Expansion curve: relative SDR luminance s (1 = 100 % SDR) → HDR luminance in cd/m².
+
+    L = W·s for s ≤ s_k (the BT.2408 display-light mapping, SDR white at W = ``sdr_white``), and
+    L = W·(s_k + β·(exp((s − s_k)/β) − 1)) above, continuous in value and slope at the knee
+    s_k = knee^2.4 and reaching ``peak`` at s = 1 (:func:`sdr_expansion_parameters`).  This is the
+    Report ITU-R BT.2446-1 §6.1.4 Method C curve solved for HDR (:func:`bt2446c_inverse_curve`)
+    with W = 100/k1, s_k = Y_SDR,ip/100 and β = k2/100.  Inputs are clamped to [0, 1].
+    """
+    s_k, beta = sdr_expansion_parameters(float(sdr_white), float(peak), float(knee))
+    s = s.clamp(0.0, 1.0)
+    if math.isinf(beta):
+        return sdr_white * s
+    return torch.where(s <= s_k, sdr_white * s, sdr_white * (s_k + beta * torch.expm1((s - s_k) / beta)))
+
+
+def hdr_expand_sdr_to_pq(
+    rgb709: Tensor,
+    sdr_white: float = SDR_REFERENCE_WHITE_NITS,
+    peak: float = 1000.0,
+    knee: float = 0.8,
+    saturation: float = 0.0,
+) -> Tensor:
+    """SDR BT.709 R'G'B' → PQ BT.2020 R'G'B' with highlights expanded to ``peak`` cd/m².
+
+    1. Display light as in BT.2408-7 §5.1.1: BT.1886 EOTF (γ 2.4, black 0) with 100 % SDR at
+       ``sdr_white`` cd/m², BT.709 → BT.2020 (BT.2087).
+    2. Luminance Y (BT.2020 weights, RP 177) goes through :func:`sdr_expansion_curve` as
+       s = Y/W; R, G, B are scaled by the same ratio, so chromaticity (hence hue and saturation)
+       is kept, as in BT.2446-1 §6.1.3–6.1.5.  Below the knee the result is the BT.2408 mapping.
+    3. Saturation compensation: above the knee the chroma (R, G, B − Y) is scaled by
+       1 + ``saturation``·g, with g = (s − s_k)/(1 − s_k) rising from 0 at the knee to 1 at SDR
+       white; a colour is moved along its line through white (same dominant wavelength).
+       Negative components are clipped to 0.
+    4. max(R, G, B) ≤ max(``peak``, ``sdr_white``): for a convex curve f with f(0) = 0,
+       max(R,G,B)·f(s)/(W·s) ≤ f(1) already (BT.709 colours in BT.2020 have components ≤ W·s
+       ratio-wise); only a saturation boost can exceed it, and such a pixel is scaled down.
+       With ``peak`` ≤ ``sdr_white`` there is no expansion: the result is the BT.2408 mapping.
+    5. ST 2084 inverse EOTF.
+    """
+    limit = max(float(peak), float(sdr_white))
+    linear = bt709_to_bt2020(bt1886_eotf(rgb709.clamp(0.0, 1.0), l_w=sdr_white)).clamp_(min=0.0)
+    y = luminance(linear)
+    s = y / sdr_white
+    y_out = sdr_expansion_curve(s, sdr_white, peak, knee)
+    ratio = torch.where(y > 0, y_out / y.clamp(min=1e-12), torch.ones_like(y))
+    out = linear * ratio
+    if saturation:
+        s_k, _ = sdr_expansion_parameters(float(sdr_white), float(peak), float(knee))
+        gain = 1.0 + saturation * ((s - s_k) / (1.0 - s_k)).clamp(0.0, 1.0)
+        out = (y_out + (out - y_out) * gain).clamp_(min=0.0)
+        m = out.amax(dim=-3, keepdim=True)
+        out = out * torch.where(m > limit, limit / m.clamp(min=1e-12), torch.ones_like(m))
+    return pq_encode(out.clamp_(max=limit))
+
+
+# ---- Peak limit that survives 4:2:0 ----
+
+__all__ += ["limit_peak_after_420"]
+
+
+def limit_peak_after_420(rgb_pq: Tensor, peak_nits: float, siting: str = "left") -> Tensor:
+    """Lower R', G', B' equally where the 4:2:0 round trip would push max(R,G,B) above ``peak_nits``.
+
+    Decimating chroma (:func:`chroma_downsample`, as the pack step does) and interpolating it
+    back (:func:`chroma_upsample`, as a decoder and the light meter do) gives a pixel next to a
+    saturated edge its neighbours' chroma, and R'G'B' rebuilt from it can exceed the 4:4:4
+    pixel's own maximum by far (CTA-861.3 MaxCLL measures the decoded signal). That rebuilt
+    signal is R'G'B' + M·(C_rec − C), ITU-R BT.2020 non-constant-luminance Y'CbCr; subtracting
+    the excess e = max(R',G',B')_rec − PQ(peak) from R', G' and B' alike lowers Y' by e and
+    leaves Cb, Cr (hence C_rec) unchanged, so the rebuilt maximum lands on the peak exactly
+    (before rounding). Pixels without excess are returned unchanged. H and W must be even.
+    """
+    limit = float(pq_encode(torch.tensor(float(peak_nits), dtype=torch.float64)))
+    ycc = rgb_to_ycbcr(rgb_pq, "bt2020")
+    h, w = rgb_pq.shape[-2:]
+    chroma = chroma_upsample(chroma_downsample(ycc[:, 1:], siting), h, w, siting)
+    rebuilt = ycbcr_to_rgb(torch.cat([ycc[:, :1], chroma], dim=1), "bt2020")
+    excess = (rebuilt.amax(dim=-3, keepdim=True) - limit).clamp_(min=0.0)
+    if not bool((excess > 0).any()):
+        return rgb_pq
+    return rgb_pq - excess

@@ -56,6 +56,7 @@ from .presets import (
     load_preset,
     output_size,
 )
+from .dequantize import code_step
 from .processors import Processor, build_processor
 from .stages import PackedBatch, PadPlanes, ProcessStage, build_chain
 from .torch_threads import IntraOpThreads
@@ -102,6 +103,12 @@ class ConvertOptions:
     x265_preset: str | None = None
     batch: int | None = None
     tile: int | None = None
+    #: ST 2086 maximum luminance (cd/m²) and the peak every preset rolls off (hdr-expand: expands) to
+    peak_nits: float | None = None
+    #: where SDR reference white (100 % SDR) lands, cd/m² (neural presets: their output scaled by sdr_white/203)
+    sdr_white: float | None = None
+    #: dequantise the source before the processor: "auto" (8-bit sources), "on" or "off"
+    deband: str | None = None
     force: bool = False
     copy_audio: bool = True
     copy_subtitles: bool = True
@@ -549,6 +556,7 @@ class Plan:
         """The output's frame rate: the input's, twice it when deinterlacing (a frame per field)."""
         v = self.video.rate
         return v * 2 if (v and self.deinterlace is not None) else v
+    deband_step: float | None = None  # one source code in R'G'B' units when the deband stage runs
 
 
 class Pipeline:
@@ -634,6 +642,16 @@ class Pipeline:
         if opt.tile is not None:
             check_tile(int(opt.tile), preset.tile_overlap)
             changes["tile"] = int(opt.tile)
+        if opt.peak_nits is not None:
+            peak = float(opt.peak_nits)
+            if not preset.mastering.min_luminance < peak:
+                raise UsageError(f"--peak-nits must be above the mastering minimum "
+                                 f"({preset.mastering.min_luminance:g} cd/m²), not {peak:g}")
+            changes["mastering"] = dataclasses.replace(preset.mastering, max_luminance=peak)
+        if opt.sdr_white is not None:
+            changes["sdr_white"] = float(opt.sdr_white)
+        if opt.deband is not None:
+            changes["deband"] = opt.deband
         return preset.replace(**changes) if changes else preset
 
     def plan(self) -> Plan:
@@ -696,6 +714,7 @@ class Pipeline:
             log.info("%s", note)
         if batch != preset.batch:
             preset = preset.replace(batch=batch)
+        deband = preset.deband == "on" or (preset.deband == "auto" and video.bit_depth <= 8)
         return Plan(
             src=info.path, dst=self.dst, video=video, preset=preset, device=device,
             out_size=(out_w, out_h), mastering=MasteringMetadata(m.primaries, m.max_luminance, m.min_luminance),
@@ -705,6 +724,7 @@ class Pipeline:
             deinterlace=deinterlace, notices=tuple(n for n in notices if not n.startswith("assumed ")),
             crop=crop, picture_size=picture_size, pad_offset=pad_offset, mux=mux, two_pass_cache=cache,
             notes=tuple(notes),
+            deband_step=code_step(video.bit_depth, video.full_range or video.is_rgb) if deband else None,
         )
 
     def _crop(self, preset: Preset, video: VideoInfo) -> CropRect | None:
@@ -811,7 +831,9 @@ class Pipeline:
                           pin_memory=torch.device(plan.device).type == "cuda", buffers=opt.queue_size + 2,
                           deinterlace=plan.deinterlace, crop=(c.width, c.height, c.x, c.y) if c else None,
                           frame_range=opt.frame_range)
-        chain = build_chain(processor, plan.picture_size or plan.out_size, plan.mastering.max_luminance)
+        chain = build_chain(processor, plan.picture_size or plan.out_size, plan.mastering.max_luminance,
+                            sdr_white=plan.preset.sdr_white, deband_step=plan.deband_step,
+                            source_matrix=plan.video.matrix, chroma_siting=plan.preset.encode.chroma_siting)
         pad = PadPlanes(*plan.out_size, *plan.pad_offset) if plan.pad_offset is not None else None
         stage = ProcessStage(chain, decoder.layout, plan.video, processor.device, plan.preset.encode.chroma_siting,
                              measure=opt.light_level == "input", pad=pad)

@@ -31,6 +31,8 @@ __all__ = [
     "ModelSpec",
     "MasteringDisplay",
     "EncodeSettings",
+    "ExpandSettings",
+    "DEBAND_MODES",
     "load_preset",
     "list_presets",
     "DEFAULT_PRESET",
@@ -40,7 +42,9 @@ __all__ = [
 ]
 
 DEFAULT_PRESET = "bt2408"
-PROCESSORS = ("bt2408", "neural", "auto")
+PROCESSORS = ("bt2408", "hdr-expand", "neural", "auto")
+#: ``deband``: ``auto`` dequantises 8-bit sources only (see :class:`hdrvideo.stages.Deband`).
+DEBAND_MODES = ("auto", "on", "off")
 #: HEVC encoders (hdrvideo.media.encode.ENCODERS has their pixel layouts)
 ENCODER_NAMES = ("libx265", "hevc_nvenc")
 #: x265 speed presets (x265 --preset)
@@ -137,6 +141,17 @@ class EncodeSettings:
 
 
 @dataclass(frozen=True)
+class ExpandSettings:
+    """Controls of the ``hdr-expand`` processor (:func:`hdrvideo.colour.hdr_expand_sdr_to_pq`);
+    its peak is the mastering display's ``max_luminance``."""
+
+    # SDR signal level (0–1) where expansion starts
+    knee: float = field(default=0.8, metadata=rule(lo=0, lo_open=True, hi=0.99))
+    # chroma gain above the knee: +0 at the knee → +saturation at SDR white
+    saturation: float = field(default=0.5, metadata=rule(lo=0, hi=4))
+
+
+@dataclass(frozen=True)
 class ModelSpec:
     arch: str
     weights: str | None = None  # file name in an engines dir, or a path
@@ -155,6 +170,8 @@ class Preset:
     model: ModelSpec | None = None
     mastering: MasteringDisplay = field(default_factory=MasteringDisplay)
     encode: EncodeSettings = field(default_factory=EncodeSettings)
+    expand: ExpandSettings = field(default_factory=ExpandSettings)
+    deband: str = field(default="auto", metadata=rule(choices=DEBAND_MODES))  # auto: 8-bit sources only
     batch: int = field(default=4, metadata=rule(lo=1))  # capped by a memory estimate (pipeline)
     tile: int = field(default=0, metadata=rule(lo=0))  # 0 = untiled; else the tile edge in input pixels
     tile_overlap: int = field(default=16, metadata=rule(lo=0, hi=1024))
@@ -185,6 +202,9 @@ OPTION_FIELDS: dict[str, tuple[type, str]] = {
     "x265_preset": (EncodeSettings, "x265_preset"),
     "batch": (Preset, "batch"),
     "tile": (Preset, "tile"),
+    "peak_nits": (MasteringDisplay, "max_luminance"),
+    "sdr_white": (Preset, "sdr_white"),
+    "deband": (Preset, "deband"),
 }
 
 
@@ -349,7 +369,7 @@ def _parse(text: str, default_name: str, source: str) -> Preset:
     where = data.get("name", default_name)
     if not isinstance(where, str):
         raise UsageError(f"preset {default_name}: name must be a string, not {where!r}")
-    tables = {"model": ModelSpec, "mastering": MasteringDisplay, "encode": EncodeSettings}
+    tables = {"model": ModelSpec, "mastering": MasteringDisplay, "encode": EncodeSettings, "expand": ExpandSettings}
     kw = _take(data, Preset, where, skip=("name", "description", "source", "auto", *tables))
     kw.setdefault("name", default_name)
     kw.setdefault("description", "")

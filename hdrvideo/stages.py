@@ -20,9 +20,11 @@ from typing import Protocol, runtime_checkable
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from torch import Tensor
 
 from . import colour
+from .dequantize import add_weighted, deband, dither_pattern
 from .media.decode import PlaneLayout
 from .media.probe import VideoInfo
 from .processors import Processor
@@ -31,7 +33,10 @@ from .processors.resample import resize_lanczos
 __all__ = [
     "Frames",
     "Stage",
+    "Deband",
     "ProcessorStage",
+    "ScaleLight",
+    "Dither",
     "FitToOutput",
     "PeakRollOff",
     "build_chain",
@@ -51,13 +56,16 @@ class Frames:
 
     ``rgb`` is (N,3,H,W) float; ``domain`` says what it holds (:data:`SDR` or :data:`HDR`).
     ``cut`` marks frames that start a new shot (the first frame of a stream always does);
-    stages with temporal state reset there.
+    stages with temporal state reset there. ``smooth`` (optional) is an (N,1,h,w) map in [0, 1]
+    of the smooth gradients the deband stage found, at its own (coarse) resolution; stages that
+    use it resize it to the frames.
     """
 
     rgb: Tensor
     pts: list[int]
     domain: str = SDR
     cut: list[bool] = field(default_factory=list)
+    smooth: Tensor | None = None
 
     def with_rgb(self, rgb: Tensor, domain: str | None = None) -> "Frames":
         return replace(self, rgb=rgb, domain=domain or self.domain)
@@ -75,6 +83,31 @@ class Stage(Protocol):
 # --------------------------------------------------------------------------------------
 # Stages
 # --------------------------------------------------------------------------------------
+
+
+class Deband:
+    """Dequantise 8-bit sources before the processor (:func:`hdrvideo.dequantize.deband`).
+
+    Smooth gradients stored as 8-bit staircases come back smooth (in float; the 10-bit pack at
+    the end rounds once), texture and edges are left alone, and the result is deterministic: no
+    grain, no temporal dither. ``step`` is one source code in R'G'B' units
+    (:func:`hdrvideo.dequantize.code_step`); ``matrix`` is the source's Y'CbCr matrix, whose
+    luma the stage works on.
+    """
+
+    name = "deband"
+
+    def __init__(self, step: float, matrix: str = "bt709") -> None:
+        self.step = float(step)
+        kr, kb = colour.KR_KB[matrix]
+        self.luma_weights = (kr, 1.0 - kr - kb, kb)
+
+    def __call__(self, frames: Frames) -> Frames:
+        if frames.domain != SDR:
+            raise ValueError("the deband stage takes SDR frames")
+        # the chain owns the decoded frames: correct them in place
+        rgb, flat = deband(frames.rgb, self.step, luma_weights=self.luma_weights, return_flat=True, inplace=True)
+        return replace(frames, rgb=rgb, smooth=flat)
 
 
 class ProcessorStage:
@@ -106,6 +139,67 @@ class ProcessorStage:
         return frames.with_rgb(out, HDR)
 
 
+class ScaleLight:
+    """Scale HDR display light by a constant factor (in linear light, PQ in and out).
+
+    Used to place SDR reference white for processors whose output is graded to a fixed white
+    (the networks: 203 cd/m², BT.2408): ``factor`` = wanted white / processor white.
+    """
+
+    name = "scale-light"
+
+    def __init__(self, factor: float) -> None:
+        self.factor = float(factor)
+
+    def __call__(self, frames: Frames) -> Frames:
+        if frames.domain != HDR:
+            raise ValueError("the light-scaling stage takes HDR frames")
+        nits = colour.pq_decode(frames.rgb.clamp(0.0, 1.0)) * self.factor
+        return frames.with_rgb(colour.pq_encode(nits.clamp_(max=colour.PQ_MAX_NITS)))
+
+
+class Dither:
+    """Dither the final 10-bit rounding in the regions the deband stage found smooth.
+
+    A smooth ramp rounded to 10-bit PQ still shows 1-code steps, which are above the visibility
+    threshold in the shadows (CAMBI flags them). Adding a static pattern of up to ±``codes``
+    10-bit luma codes (:func:`hdrvideo.dequantize.dither_pattern`: triangular, high-frequency,
+    the same every frame, so it cannot flicker) before rounding breaks them up. 1.5 codes (RMS
+    0.6 code) keeps CAMBI of smooth test gradients ≤ 2.5 at CRF 2; 1 code left 4–6. It is added equally to R', G' and B', so it
+    changes Y' only (the BT.2020 luma weights sum to 1) and leaves Cb, Cr alone. It is weighted
+    by the deband stage's map of smooth gradients (nearest-neighbour upsampled), which is zero
+    in textured blocks, in constant areas (a flat colour keeps its exact code) and within two
+    source codes of black (black stays black); no map (no deband stage), no dither.
+    """
+
+    name = "dither"
+
+    def __init__(self, codes: float = 1.5, bit_depth: int = 10) -> None:
+        self.amplitude = float(codes) / (219.0 * 2 ** (bit_depth - 8))  # one limited-range luma code
+        self._pattern: Tensor | None = None
+
+    def pattern(self, h: int, w: int, like: Tensor) -> Tensor:
+        p = self._pattern
+        if p is None or p.shape != (h, w) or p.device != like.device or p.dtype != like.dtype:
+            p = self._pattern = dither_pattern(h, w, like.device, like.dtype) * self.amplitude
+        return p
+
+    def __call__(self, frames: Frames) -> Frames:
+        if frames.domain != HDR:
+            raise ValueError("the dither stage takes HDR frames")
+        smooth = frames.smooth
+        if smooth is None or not bool((smooth > 0).any()):
+            return frames
+        rgb = frames.rgb
+        h, w = rgb.shape[-2:]
+        smooth = smooth.to(rgb.dtype)
+        block = -(-h // smooth.shape[-2])
+        if smooth.shape[-2] * block != h or smooth.shape[-1] * block != w:  # not an exact tiling
+            smooth, block = F.interpolate(smooth, size=(h, w), mode="nearest"), 1
+        # the processor's output belongs to the chain: dither it in place
+        return frames.with_rgb(add_weighted(rgb, self.pattern(h, w, rgb), smooth, block, inplace=True))
+
+
 class FitToOutput:
     """Fit the processor's output into the output size (Lanczos-3, then clip to [0, 1])."""
 
@@ -126,23 +220,35 @@ class PeakRollOff:
     So CTA-861.3 MaxCLL never exceeds the ST 2086 maximum luminance written into the file.
     ``headroom`` (in PQ signal units) lowers the roll-off target a little below the peak, so
     that the encoder's rounding and ringing around highlights stays under it after decoding.
+    ``source_peak`` is the brightest input the roll-off has to fit (the processor's
+    ``max_nits``; 10 000 cd/m² when unbounded): the BT.2390 EETF maps [0, source_peak] onto
+    [0, target], so its knee sits as high as that range allows; anything above it is clipped.
+    With a chroma ``siting`` the target also holds after the pack's 4:2:0 decimation and a
+    decoder's interpolation (:func:`hdrvideo.colour.limit_peak_after_420`), which would
+    otherwise lift pixels next to saturated edges above it.
     """
 
     name = "peak-roll-off"
 
-    def __init__(self, peak_nits: float, headroom: float = 0.0) -> None:
+    def __init__(self, peak_nits: float, headroom: float = 0.0, source_peak: float = colour.PQ_MAX_NITS,
+                 siting: str | None = "left") -> None:
         self.peak_nits = float(peak_nits)
         pq_peak = float(colour.pq_encode(torch.tensor(self.peak_nits, dtype=torch.float64)))
         self.target_nits = float(colour.pq_decode(torch.tensor(pq_peak - headroom, dtype=torch.float64)))
+        self.source_peak = min(max(float(source_peak), self.target_nits), colour.PQ_MAX_NITS)
+        self.siting = siting
 
     def __call__(self, frames: Frames) -> Frames:
         if frames.domain != HDR:
             raise ValueError("the roll-off stage takes HDR frames")
-        return frames.with_rgb(colour.pq_roll_off(frames.rgb, self.target_nits))
+        rgb = colour.pq_roll_off(frames.rgb, self.target_nits, self.source_peak)
+        if self.siting is not None and rgb.shape[-2] % 2 == 0 and rgb.shape[-1] % 2 == 0:
+            rgb = colour.limit_peak_after_420(rgb, self.target_nits, self.siting)
+        return frames.with_rgb(rgb)
 
     def is_identity_below(self, max_nits: float) -> bool:
         """True if input never brighter than ``max_nits`` passes unchanged (below the knee)."""
-        return max_nits <= colour.pq_roll_off_knee_nits(self.target_nits)
+        return max_nits <= colour.pq_roll_off_knee_nits(self.target_nits, self.source_peak)
 
 
 #: PQ headroom below the mastering peak for the roll-off target (≈ 4 10-bit codes, ≈ 4 % in
@@ -151,17 +257,35 @@ ROLL_OFF_HEADROOM = 4.0 / 876.0
 
 
 def build_chain(processor: Processor, out_size: tuple[int, int], peak_nits: float,
-                roll_off_headroom: float = ROLL_OFF_HEADROOM) -> list[Stage]:
+                roll_off_headroom: float = ROLL_OFF_HEADROOM, *, sdr_white: float | None = None,
+                deband_step: float | None = None, source_matrix: str = "bt709",
+                chroma_siting: str = "left") -> list[Stage]:
     """The ordered device chain of a conversion.
 
-    processor (SDR → HDR) → fit into the output size → roll-off to the mastering peak. The
-    roll-off comes last so that nothing after it can push a highlight past the peak; it is left
-    out when the processor cannot exceed its knee (``processor.max_nits``), so it costs nothing
-    for the classical mapping.
+    [deband (8-bit sources)] → processor (SDR → HDR) → [light scaling to ``sdr_white``] → fit
+    into the output size → [dither where the deband found smooth regions] → roll-off to the
+    mastering peak. The roll-off comes last so that
+    nothing after it can push a highlight past the peak; its source range is the processor's
+    ``max_nits`` (unbounded when absent), and it is left out when that cannot exceed its knee,
+    so it costs nothing for the classical mapping. A processor whose output is graded to a
+    fixed SDR reference white (``processor.sdr_white``, the networks' 203 cd/m²) different from
+    ``sdr_white`` gets a :class:`ScaleLight` by their ratio.
     """
-    chain: list[Stage] = [ProcessorStage(processor), FitToOutput(*out_size)]
-    roll = PeakRollOff(peak_nits, roll_off_headroom)
-    if not roll.is_identity_below(float(getattr(processor, "max_nits", colour.PQ_MAX_NITS))):
+    chain: list[Stage] = []
+    if deband_step is not None:
+        chain.append(Deband(deband_step, source_matrix if source_matrix in colour.KR_KB else "bt709"))
+    chain.append(ProcessorStage(processor))
+    max_nits = float(getattr(processor, "max_nits", colour.PQ_MAX_NITS))
+    white = float(getattr(processor, "sdr_white", colour.SDR_REFERENCE_WHITE_NITS))
+    if sdr_white is not None and abs(float(sdr_white) - white) > 1e-6 * white:
+        light = ScaleLight(float(sdr_white) / white)
+        chain.append(light)
+        max_nits = min(max_nits * light.factor, colour.PQ_MAX_NITS)
+    chain.append(FitToOutput(*out_size))
+    if deband_step is not None:
+        chain.append(Dither())
+    roll = PeakRollOff(peak_nits, roll_off_headroom, source_peak=max_nits, siting=chroma_siting)
+    if not roll.is_identity_below(max_nits):
         chain.append(roll)
     return chain
 

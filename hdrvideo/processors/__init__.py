@@ -7,9 +7,9 @@ import torch
 from ..errors import WeightsMissingError
 from ..presets import Preset, engines_dirs, find_weights
 from .base import Processor
-from .classical import BT2408Processor
+from .classical import BT2408Processor, HdrExpandProcessor
 
-__all__ = ["Processor", "BT2408Processor", "build_processor"]
+__all__ = ["Processor", "BT2408Processor", "HdrExpandProcessor", "build_processor"]
 
 
 def build_processor(
@@ -31,6 +31,11 @@ def build_processor(
         device = "cuda" if torch.cuda.is_available() else "cpu"
     if preset.processor == "bt2408":
         return BT2408Processor(scale=preset.scale, sdr_white=preset.sdr_white, device=device)
+    if preset.processor == "hdr-expand":
+        return HdrExpandProcessor(
+            scale=preset.scale, sdr_white=preset.sdr_white, peak=preset.mastering.max_luminance,
+            knee=preset.expand.knee, saturation=preset.expand.saturation, device=device,
+        )
     if preset.processor != "neural" or preset.model is None:
         raise ValueError(f"preset {preset.name} must be resolved before building a processor")
 

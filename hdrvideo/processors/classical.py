@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from ..colour import SDR_REFERENCE_WHITE_NITS, bt2408_sdr_to_pq_lut
+from ..colour import SDR_REFERENCE_WHITE_NITS, bt2408_sdr_to_pq_lut, hdr_expand_sdr_to_pq
 from .resample import resize_lanczos
 
 
@@ -39,3 +39,41 @@ class BT2408Processor:
             h, w = rgb.shape[-2:]
             rgb = resize_lanczos(rgb, h * self.scale, w * self.scale)
         return bt2408_sdr_to_pq_lut(rgb, self.sdr_white)  # the tables clamp the input to [0, 1]
+
+
+class HdrExpandProcessor:
+    """Highlight expansion (:func:`hdrvideo.colour.hdr_expand_sdr_to_pq`): BT.2408 up to the knee,
+    the inverse of BT.2446 Method C's curve above it, SDR white at ``peak``; on luminance, so hue
+    is kept. Lanczos-3 upscaling on the SDR signal first when scale > 1.
+
+    ``max_nits`` = ``peak``: no output exceeds it, so the chain's roll-off only takes the encoder
+    headroom off the top.
+    """
+
+    def __init__(
+        self,
+        scale: int = 1,
+        sdr_white: float = SDR_REFERENCE_WHITE_NITS,
+        peak: float = 1000.0,
+        knee: float = 0.8,
+        saturation: float = 0.5,
+        device: str | torch.device = "cpu",
+    ) -> None:
+        self.scale = int(scale)
+        self.sdr_white = float(sdr_white)
+        self.peak = float(peak)
+        self.knee = float(knee)
+        self.saturation = float(saturation)
+        self.max_nits = max(self.peak, self.sdr_white)
+        self.device = torch.device(device)
+        self.description = (
+            f"highlight expansion (inverse BT.2446-C), SDR white {self.sdr_white:g} → peak {self.peak:g} cd/m², "
+            f"knee {self.knee:g}, saturation {self.saturation:g}" + (f", Lanczos-3 ×{self.scale}" if self.scale > 1 else "")
+        )
+
+    @torch.inference_mode()
+    def __call__(self, rgb: Tensor) -> Tensor:
+        if self.scale > 1:
+            h, w = rgb.shape[-2:]
+            rgb = resize_lanczos(rgb, h * self.scale, w * self.scale)
+        return hdr_expand_sdr_to_pq(rgb.clamp(0.0, 1.0), self.sdr_white, self.peak, self.knee, self.saturation)

@@ -6,6 +6,7 @@ import torch
 from torch import Tensor
 
 from ..backends.base import Backend
+from ..colour import PQ_MAX_NITS, SDR_REFERENCE_WHITE_NITS
 
 
 class NeuralProcessor:
@@ -19,6 +20,12 @@ class NeuralProcessor:
     (whole frame → statistics) and a *tile* graph (tile + statistics → output). A backend
     without ``run_tiled`` falls back to per-tile statistics, which is approximate.
     """
+
+    #: The networks are trained on HDR10 grades with SDR reference white at 203 cd/m² (BT.2408);
+    #: the chain scales their output for another ``sdr_white`` (:class:`hdrvideo.stages.ScaleLight`).
+    sdr_white = SDR_REFERENCE_WHITE_NITS
+    #: Unbounded output: the chain always rolls it off to the mastering peak.
+    max_nits = PQ_MAX_NITS
 
     def __init__(self, backend: Backend, scale: int, tile: int = 0, overlap: int = 16, description: str = "") -> None:
         self.backend = backend

@@ -136,6 +136,10 @@ def eval_command(
     as_json: Annotated[bool, typer.Option("--json", help="print the report as JSON")] = False,
     per_image: Annotated[bool, typer.Option("--per-image", help="include per-image figures in the JSON")] = False,
     threads: Annotated[Optional[int], typer.Option("--threads", min=1, help="torch CPU threads")] = None,
+    compare_with: Annotated[
+        Optional[list[str]],
+        typer.Option("--compare", help="also score an external baseline: libplacebo or libplacebo-bt2446a (FFmpeg's inverse tone mapping; needs imageio-ffmpeg and Vulkan). Repeatable."),
+    ] = None,
 ) -> None:
     """PSNR / SSIM / ΔE_ITP of a preset and of the classical baseline on the same paired data."""
     import torch
@@ -162,7 +166,7 @@ def eval_command(
     try:
         report = evaluate_preset(
             preset, target, device=_device(device), weights=str(weights) if weights else None, baseline=baseline,
-            limit=limit, per_image=per_image,
+            limit=limit, per_image=per_image, compare_with=tuple(compare_with or ()),
         )
     except HdrvideoError:
         raise

@@ -105,8 +105,15 @@ def evaluate_preset(
     per_image: bool = False,
     split: str = "test",
     progress: Callable[[int, str], None] | None = None,
+    compare_with: tuple[str, ...] = (),
 ) -> dict[str, Any]:
-    """Evaluate ``preset`` (name or .toml) and ``baseline`` on ``data``; see the module docstring."""
+    """Evaluate ``preset`` (name or .toml) and ``baseline`` on ``data``; see the module docstring.
+
+    ``compare_with`` adds external baselines: ``libplacebo`` or ``libplacebo-bt2446a`` (FFmpeg's
+    libplacebo inverse tone mapping with its default curve or BT.2446 Method A,
+    :mod:`hdrvideo.training.libplacebo`), each as delivered (SDR white → 10 000 cd/m²) and
+    rolled off to the preset's mastering peak (``… +roll-off``).
+    """
     from ..models import sha256_file
     from ..presets import find_weights, load_preset
     from ..processors import build_processor
@@ -128,9 +135,10 @@ def evaluate_preset(
         return lambda x: fn(x.to(dev))
 
     label_model = p.name if p.name != bl_preset.name else f"{p.name} (preset)"
-    res = compare(
-        iter_eval_pairs(source, limit), {label_model: run(proc), bl_preset.name: run(base)}, per_image, progress
-    )
+    fns = {label_model: run(proc), bl_preset.name: run(base)}
+    for name in compare_with:
+        fns.update(_external_baselines(name, p, source, limit))
+    res = compare(iter_eval_pairs(source, limit), fns, per_image, progress)
     wpath = weights or (str(find_weights(p)) if p.model is not None and find_weights(p) else None)
     m, b = res["metrics"][label_model], res["metrics"][bl_preset.name]
     report: dict[str, Any] = {
@@ -151,6 +159,27 @@ def evaluate_preset(
     if per_image:
         report["per_image"] = res["per_image"]
     return report
+
+
+EXTERNAL_BASELINES = {"libplacebo": "auto", "libplacebo-bt2446a": "bt.2446a"}
+
+
+def _external_baselines(name: str, preset, source, limit: int | None) -> dict[str, Fn]:
+    """The callables of an external baseline (see :func:`evaluate_preset`), ready for :func:`compare`."""
+    from ..colour import pq_roll_off
+    from . import libplacebo
+    from .datasets import iter_eval_pairs
+
+    if name not in EXTERNAL_BASELINES:
+        raise ValueError(f"unknown baseline {name!r}; choose from {', '.join(EXTERNAL_BASELINES)}")
+    if preset.scale != 1:
+        raise ValueError(f"{name} has no super-resolution; compare it with a ×1 preset")
+    if not libplacebo.available():
+        raise ValueError("FFmpeg's libplacebo filter is not available here (needs imageio-ffmpeg and a Vulkan driver)")
+    peak = preset.mastering.max_luminance
+    raw = libplacebo.LibplaceboBaseline(EXTERNAL_BASELINES[name])
+    raw.prepare(sdr for _, sdr, _ in iter_eval_pairs(source, limit))
+    return {name: raw, f"{name}+roll-off": lambda x: pq_roll_off(raw(x), peak)}
 
 
 def report_table(report: Mapping[str, Any]):
