@@ -373,7 +373,7 @@ def convert(
     tile: Annotated[Optional[int], typer.Option("--tile", help="Tile edge in input pixels for neural presets (0 = whole frame).", callback=checked("tile"))] = None,
     peak_nits: Annotated[Optional[float], typer.Option("--peak-nits", help="Peak luminance in cd/m²: the ST 2086 maximum written into the file; every preset rolls its output off to it (hdr-expand expands SDR white to it). Default: the preset's (1000).", callback=checked("peak_nits"))] = None,
     sdr_white: Annotated[Optional[float], typer.Option("--sdr-white", help="Where SDR reference white lands, cd/m² (default: the preset's, 203). Neural presets: their output is scaled by N/203 in linear light.", callback=checked("sdr_white"))] = None,
-    deband: Annotated[Optional[DebandMode], typer.Option(  # type: ignore[valid-type]"--deband", help="Dequantise the source before mapping: auto (8-bit sources), on, off. Default: the preset's (auto).")] = None,
+    deband: Annotated[Optional[DebandMode], typer.Option("--deband", help="Dequantise the source before mapping: auto (8-bit sources), on, off. Default: the preset's (auto).")] = None,  # type: ignore[valid-type]
     force: Annotated[bool, typer.Option("-f", "--force", help="Overwrite an existing output.")] = False,
     no_audio: Annotated[bool, typer.Option("--no-audio", help="Do not copy audio streams.")] = False,
     no_subtitles: Annotated[bool, typer.Option("--no-subtitles", help="Do not copy subtitle streams.")] = False,
