@@ -264,10 +264,9 @@ def build_chain(processor: Processor, out_size: tuple[int, int], peak_nits: floa
 
     [deband (8-bit sources)] → processor (SDR → HDR) → [light scaling to ``sdr_white``] → fit
     into the output size → [dither where the deband found smooth regions] → roll-off to the
-    mastering peak. The roll-off comes last so that
-    nothing after it can push a highlight past the peak; its source range is the processor's
-    ``max_nits`` (unbounded when absent), and it is left out when that cannot exceed its knee,
-    so it costs nothing for the classical mapping. A processor whose output is graded to a
+    mastering peak. The roll-off comes last so that nothing after it can push a highlight past
+    the peak; its source range is the processor's ``max_nits`` (unbounded when absent), and it
+    is left out when that cannot exceed its knee, so it costs nothing for the classical mapping. A processor whose output is graded to a
     fixed SDR reference white (``processor.sdr_white``, the networks' 203 cd/m²) different from
     ``sdr_white`` gets a :class:`ScaleLight` by their ratio.
     """
