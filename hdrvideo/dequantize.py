@@ -165,10 +165,16 @@ def deband(
     shift = _up(s, block, (h, w)).sub_(y)
     half = 0.5 * step
     inside = shift.clamp(-half, half)
-    outside = F.avg_pool2d(shift.sub_(inside).abs_(), block, ceil_mode=True)
+    # measured on every other row and column (4 of a block's 16 pixels): a quarter of the work
+    sub = block // 2
+    outside = F.avg_pool2d((shift[..., ::2, ::2] - inside[..., ::2, ::2]).abs_(), sub, ceil_mode=True)
+    if outside.shape[-2:] != flat.shape[-2:]:
+        outside = outside[..., : flat.shape[-2], : flat.shape[-1]]
     flat.mul_(1.0 - _ramp(outside, consistent[0] * step, consistent[1] * step))
     flat = _erode(flat)  # nothing next to an edge or texture is touched
-    shift = inside if max_shift == 0.5 else inside.add_(shift.clamp_(-(max_shift - 0.5) * step, (max_shift - 0.5) * step))
+    if max_shift != 0.5:
+        inside.add_((shift - inside).clamp_(-(max_shift - 0.5) * step, (max_shift - 0.5) * step))
+    shift = inside
     out = add_weighted(rgb, shift, flat, block, inplace=inplace)
     if return_flat:
         return out, flat * _ramp(g1, 1.0 * step, 2.0 * step) * _ramp(_slope(s), 0.002 * step, 0.01 * step)

@@ -2,12 +2,13 @@
 """Per-frame CPU cost of the dequantisation stages (deband + dither) next to the colour maths
 and x265, at 640×360 and 1920×1080.
 
-    python scripts/deband_cost.py [--repeat 7] [--json]
+    python scripts/deband_cost.py [--repeat 7] [--batch 4] [--json]
 
 For each size it times, on the built-in sample scene (sky gradient, texture, bars; about half of
 it smooth) and on a full-frame smooth gradient (the worst case: everything is debanded and
 dithered): the Deband stage, the Dither stage, the bt2408 processor (BT.1886 → BT.2020 → PQ),
 and libx265 (10-bit 4:2:0, preset medium, CRF 18, the defaults) per frame over a short clip.
+Frames go through in batches of --batch (default 1; a conversion uses the preset's, 4).
 Costs are CPU time, in milliseconds per frame: torch runs on one thread and is timed with the
 thread's CPU clock (minimum over --repeat runs), x265 with the process CPU clock (all its
 threads), so a busy machine inflates them little and the ratios compare work, not waiting.
@@ -76,6 +77,7 @@ def _x265_ms_per_frame(pq: torch.Tensor, frames: int = 8) -> float:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--repeat", type=int, default=7)
+    ap.add_argument("--batch", type=int, default=1)
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args()
     torch.set_num_threads(1)
@@ -91,18 +93,20 @@ def main() -> None:
         deband = Deband(code_step(8, False))
         dither = Dither()
         x265 = _x265_ms_per_frame(proc(scenes["sample scene"]))
+        n = args.batch
         for name, rgb in scenes.items():
-            frames = Frames(rgb, [0], SDR, [True])
-            debanded = deband(Frames(rgb.clone(), [0], SDR, [True]))
+            rgb = rgb.expand(n, -1, -1, -1).contiguous()
+            frames = Frames(rgb, list(range(n)), SDR, [True] + [False] * (n - 1))
+            debanded = deband(Frames(rgb.clone(), frames.pts, SDR, frames.cut))
             hdr = debanded.with_rgb(proc(debanded.rgb), HDR)
             row = {"size": f"{w}x{h}", "content": name,
                    "smooth_fraction": round(float(debanded.smooth.mean()), 3)}
             copies = [rgb.clone() for _ in range(args.repeat + 1)]  # the stage works in place
-            for label, fn in (("deband", lambda: deband(Frames(copies.pop(), [0], SDR, [True]))), ("dither", lambda: dither(hdr)),
+            for label, fn in (("deband", lambda: deband(Frames(copies.pop(), frames.pts, SDR, frames.cut))), ("dither", lambda: dither(hdr)),
                               ("bt2408", lambda: proc(rgb))):
                 best, med = _time(fn, args.repeat)
-                row[f"{label}_ms"] = round(best, 2)
-                row[f"{label}_median_ms"] = round(med, 2)
+                row[f"{label}_ms"] = round(best / n, 2)
+                row[f"{label}_median_ms"] = round(med / n, 2)
             row["x265_medium_ms"] = round(x265, 1)
             row["deband+dither / x265"] = round((row["deband_ms"] + row["dither_ms"]) / x265, 3)
             results.append(row)
