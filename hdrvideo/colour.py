@@ -49,6 +49,7 @@ __all__ = [
     "bt2020_to_ictcp",
     "delta_e_itp",
     "bt2390_eetf",
+    "pu21_encode",
     "pq_roll_off",
     "pq_roll_off_knee_nits",
     "chroma_upsample",
@@ -428,6 +429,27 @@ def delta_e_itp(ictcp_a: Tensor, ictcp_b: Tensor) -> Tensor:
     d = ictcp_a - ictcp_b
     di, dct, dcp = d.unbind(-3)
     return 720.0 * torch.sqrt(di * di + 0.25 * dct * dct + dcp * dcp)
+
+
+# --------------------------------------------------------------------------------------
+# PU21 perceptually uniform luminance (for temporal and banding measurements)
+# --------------------------------------------------------------------------------------
+
+#: PU21 "banding_glare" parameters p1…p7 (Mantiuk & Azimi, "PU21: A novel perceptually uniform
+#: encoding for adapting existing quality metrics for HDR", PCS 2021; gfxdisp/pu21).
+PU21_BANDING_GLARE = (0.353487901, 0.3734658629, 8.277049286e-05, 0.9062562627,
+                      0.09150303166, 0.9099517204, 596.3148142)
+
+
+def pu21_encode(y_nits: Tensor) -> Tensor:
+    """PU21 encoding of absolute luminance (cd/m²), "banding_glare" variant (PCS 2021):
+
+    V = max(p7·(((p1 + p2·Y^p4) / (1 + p3·Y^p4))^p5 − p6), 0), Y clamped to [0.005, 10000].
+    One PU21 unit is roughly one just-noticeable difference; 0.005 cd/m² → 0, 100 → ≈ 256.
+    """
+    p1, p2, p3, p4, p5, p6, p7 = PU21_BANDING_GLARE
+    yp = y_nits.clamp(0.005, 10000.0) ** p4
+    return (p7 * (((p1 + p2 * yp) / (1.0 + p3 * yp)) ** p5 - p6)).clamp(min=0.0)
 
 
 # --------------------------------------------------------------------------------------

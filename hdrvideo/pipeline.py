@@ -58,6 +58,7 @@ from .presets import (
 )
 from .dequantize import code_step
 from .processors import Processor, build_processor
+from .processors.temporal import DEFAULT_TIME_CONSTANT_S
 from .stages import PackedBatch, PadPlanes, ProcessStage, build_chain
 from .torch_threads import IntraOpThreads
 
@@ -121,6 +122,9 @@ class ConvertOptions:
     input_matrix: str | None = None  # bt709 | bt601 | bt2020
     input_primaries: str | None = None  # bt709 | bt601-525 | bt601-625 | bt2020
     input_range: str | None = None  # limited | full
+    #: "auto": neural presets smooth their image-level statistics over time, reset at scene cuts;
+    #: "off": every frame on its own
+    temporal_smoothing: str = "auto"
     progress: Callable[[ProgressEvent], None] | None = None
     #: extra options for the inference backend (e.g. ``{"threads": 2}`` for onnxruntime)
     backend_options: dict[str, Any] | None = None
@@ -605,6 +609,8 @@ class Pipeline:
             raise UsageError(f"unknown backend {opt.backend!r} (choose from {', '.join(BACKEND_NAMES)})")
         if opt.light_level not in ("decoded", "input"):
             raise UsageError("light_level must be 'decoded' or 'input'")
+        if opt.temporal_smoothing not in ("auto", "off"):
+            raise UsageError("temporal_smoothing must be 'auto' or 'off'")
         if not isinstance(opt.preset, (str, os.PathLike, Preset)):
             raise UsageError(f"preset must be a name, a .toml path or a Preset, not {opt.preset!r}")
         parse_time(opt.start)
@@ -796,9 +802,13 @@ class Pipeline:
         opt = self.options
         plan = self.plan()
         check_encoder(self._encoder_config(plan))  # NVENC opens with the real options and size, or fails here
+        temporal = None
+        if opt.temporal_smoothing == "auto" and plan.preset.processor == "neural":
+            temporal = DEFAULT_TIME_CONSTANT_S * (float(plan.rate) if plan.rate else 24.0)  # output frames
         processor = build_processor(plan.preset, device=plan.device, weights=opt.weights, backend=opt.backend,
                                     input_size=(plan.crop.width, plan.crop.height) if plan.crop else
-                                    (plan.video.width, plan.video.height), **(opt.backend_options or {}))
+                                    (plan.video.width, plan.video.height), temporal_frames=temporal,
+                                    **(opt.backend_options or {}))
         _keep_freed_frame_memory()
         on_cpu = processor.device.type == "cpu"
         self._model_on_cpu = on_cpu and hasattr(processor, "backend")

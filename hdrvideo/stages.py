@@ -33,6 +33,7 @@ from .processors.resample import resize_lanczos
 __all__ = [
     "Frames",
     "Stage",
+    "SceneCuts",
     "Deband",
     "ProcessorStage",
     "ScaleLight",
@@ -83,6 +84,23 @@ class Stage(Protocol):
 # --------------------------------------------------------------------------------------
 # Stages
 # --------------------------------------------------------------------------------------
+
+
+class SceneCuts:
+    """Mark the frames that start a new shot (:class:`~hdrvideo.processors.temporal.SceneCutDetector`),
+    so stages with temporal state restart there."""
+
+    name = "scene-cuts"
+
+    def __init__(self) -> None:
+        from .processors.temporal import SceneCutDetector
+
+        self.detector = SceneCutDetector()
+
+    def __call__(self, frames: Frames) -> Frames:
+        found = self.detector(frames.rgb)
+        cut = [bool(a) or b for a, b in zip(frames.cut or [False] * len(found), found)]
+        return replace(frames, cut=cut)
 
 
 class Deband:
@@ -262,15 +280,19 @@ def build_chain(processor: Processor, out_size: tuple[int, int], peak_nits: floa
                 chroma_siting: str = "left") -> list[Stage]:
     """The ordered device chain of a conversion.
 
-    [deband (8-bit sources)] → processor (SDR → HDR) → [light scaling to ``sdr_white``] → fit
-    into the output size → [dither where the deband found smooth regions] → roll-off to the
-    mastering peak. The roll-off comes last so that nothing after it can push a highlight past
-    the peak; its source range is the processor's ``max_nits`` (unbounded when absent), and it
-    is left out when that cannot exceed its knee, so it costs nothing for the classical mapping. A processor whose output is graded to a
-    fixed SDR reference white (``processor.sdr_white``, the networks' 203 cd/m²) different from
+    [scene cuts →] [deband (8-bit sources)] → processor (SDR → HDR) → [light scaling to
+    ``sdr_white``] → fit into the output size → [dither where the deband found smooth regions]
+    → roll-off to the mastering peak. Scene cuts are detected when the processor keeps temporal
+    state (smoothed network statistics). The roll-off comes last so that nothing after it can
+    push a highlight past the peak; its source range is the processor's ``max_nits``
+    (unbounded when absent), and it is left out when that cannot exceed its knee, so it costs
+    nothing for the classical mapping. A processor whose output is graded to a fixed SDR
+    reference white (``processor.sdr_white``, the networks' 203 cd/m²) different from
     ``sdr_white`` gets a :class:`ScaleLight` by their ratio.
     """
     chain: list[Stage] = []
+    if getattr(processor, "temporal", None) is not None:
+        chain.append(SceneCuts())
     if deband_step is not None:
         chain.append(Deband(deband_step, source_matrix if source_matrix in colour.KR_KB else "bt709"))
     chain.append(ProcessorStage(processor))

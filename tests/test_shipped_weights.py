@@ -22,9 +22,24 @@ SHIPPED = sorted(MANIFEST)
 
 
 def test_every_neural_preset_with_a_weights_file_is_shipped():
-    # the four neural presets of the issue all ship weights that passed the bar
-    assert {MANIFEST[f]["preset"] for f in SHIPPED} == {"itm", "sr2-itm", "sr4-itm", "sr4-itm-gpgm"}
+    # the IRNet presets ship weights that passed the bar; GPGMNet's were withdrawn (unbounded)
+    assert {MANIFEST[f]["preset"] for f in SHIPPED} == {"itm", "sr2-itm", "sr4-itm"}
     assert sorted(p.name for p in ENGINES.glob("*.safetensors")) == SHIPPED
+
+
+def test_withdrawn_gpgmnet_weights_are_refused(tmp_path):
+    """sr4-itm-gpgm ships nothing, and weights of the unbounded GPGMNet are refused in one line."""
+    from safetensors.torch import save_file
+
+    from hdrvideo.models import create
+    from hdrvideo.processors import build_processor
+
+    assert find_weights(load_preset("sr4-itm-gpgm")) is None or "gpgmnet" not in str(ENGINES)
+    old = tmp_path / "gpgmnet-x4.safetensors"
+    sd = {k: v.contiguous() for k, v in create("gpgmnet-x4").state_dict().items()}
+    save_file(sd, str(old), metadata={"format": "pt", "arch": "gpgmnet-x4", "scale": "4", "colour_domain": "rgb"})
+    with pytest.raises(Exception, match="bounded"):  # WeightsError: a one-line usage error
+        build_processor(load_preset("sr4-itm-gpgm"), device="cpu", weights=str(old), backend="torch")
 
 
 @pytest.mark.parametrize("name", SHIPPED)

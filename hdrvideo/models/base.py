@@ -44,6 +44,10 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 COLOUR_DOMAINS: tuple[str, ...] = ("rgb", "ycrcb601")
+#: How convolutions extend the frame at its border: ``"zeros"`` (the papers' and the official
+#: checkpoints' layout) or ``"replicate"`` (the border pixel repeated, so a flat frame — black,
+#: a letterbox bar — gives a flat output right up to the edge; our own weights).
+PADDING_MODES: tuple[str, ...] = ("zeros", "replicate")
 
 Context = Optional[tuple[Tensor, ...]]
 
@@ -86,11 +90,13 @@ class ITMModel(nn.Module):
     #: receptive-field radius in *input* pixels (a tile overlap of twice this is seam-exact)
     receptive_radius: int = 0
 
-    def __init__(self, scale: int = 1, *, colour_domain: str = "rgb", clamp_output: bool = True) -> None:
+    def __init__(self, scale: int = 1, *, colour_domain: str = "rgb", clamp_output: bool = True,
+                 padding_mode: str = "zeros") -> None:
         super().__init__()
         self.scale = int(scale)
         self.clamp_output = bool(clamp_output)
         self.colour_domain = colour_domain
+        self._padding_mode = padding_mode
         # OpenCV YCrCb (BT.601) matrices, built from hdrvideo.colour so there is one source of
         # coefficients.  Non-persistent buffers: they follow .to()/.half() but never appear in
         # the state_dict (whose keys must stay the official ones).
@@ -100,6 +106,21 @@ class ITMModel(nn.Module):
         self.register_buffer("_ycrcb_fwd", m.float(), persistent=False)
         self.register_buffer("_ycrcb_inv", torch.linalg.inv(m).float(), persistent=False)
         self.register_buffer("_ycrcb_offset", torch.tensor([0.0, 0.5, 0.5]).view(1, 3, 1, 1), persistent=False)
+
+    # -- border padding --------------------------------------------------------------------
+    @property
+    def padding_mode(self) -> str:
+        return self._padding_mode
+
+    @padding_mode.setter
+    def padding_mode(self, value: str) -> None:
+        """Set how every padded convolution extends the frame (see :data:`PADDING_MODES`)."""
+        if value not in PADDING_MODES:
+            raise ValueError(f"unknown padding_mode {value!r}; expected one of {', '.join(PADDING_MODES)}")
+        self._padding_mode = value
+        for m in self.modules():
+            if isinstance(m, nn.Conv2d) and any(p > 0 for p in m.padding):
+                m.padding_mode = value
 
     # -- colour domain ---------------------------------------------------------------------
     @property
@@ -189,7 +210,8 @@ class ITMModel(nn.Module):
         return sum(p.numel() for p in self.parameters())
 
     def extra_repr(self) -> str:
-        return f"arch={self.arch!r}, scale={self.scale}, colour_domain={self._colour_domain!r}"
+        return (f"arch={self.arch!r}, scale={self.scale}, colour_domain={self._colour_domain!r}, "
+                f"padding_mode={self._padding_mode!r}")
 
 
 def conv(cin: int, cout: int, k: int, *, stride: int = 1, dilation: int = 1, bias: bool = True) -> nn.Conv2d:

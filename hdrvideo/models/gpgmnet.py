@@ -38,7 +38,11 @@ Design guesses (everything the paper text leaves open)
    a pooling pyramid: translation-equivariant, so tiles are exact and ONNX sizes dynamic),
    concat → ReLU → conv1×1 48→128 split into two spatial maps s_γ, s_β (64 channels each).
 10. GSMB ("a few parameters"): Linear 12→128 on the prior, split into channel vectors γ_g, β_g;
-    out = b + b·(s_γ·γ_g) + s_β·β_g, with b the BB output (AGCM-style "x·scale + shift + x").
+    out = b + b·tanh(s_γ·γ_g) + s_β·tanh(β_g), with b the BB output (AGCM-style "x·scale +
+    shift + x"). The tanh bounds (hdrvideo ≥ 0.2, weights metadata ``modulation = "bounded"``)
+    keep every module's gain within (0, 2) whatever the image statistics: the unbounded form
+    let a black frame's priors drive trunk activations to 1e11, beyond FP16, and turned black
+    into peak white.
 11. Upsampling stage: conv3×3 64→256 → PixelShuffle(2), no activation; tail conv3×3 64→3.
 12. Global skip: ``F.interpolate(x, scale_factor=s, mode="bicubic", align_corners=False)``
     (ONNX Resize cubic, coeff −0.75, half-pixel) added to the tail output.
@@ -171,11 +175,14 @@ class JMRM(nn.Module):
         s_gamma, s_beta = torch.chunk(s, 2, dim=1)
         g = as_dtype(self.gsmb(as_dtype(prior, param_dtype(self.gsmb))), b.dtype)[:, :, None, None]
         g_gamma, g_beta = torch.chunk(g, 2, dim=1)
-        return b + b * (s_gamma * g_gamma) + s_beta * g_beta
+        return b + b * torch.tanh(s_gamma * g_gamma) + s_beta * torch.tanh(g_beta)
 
 
 class GPGMNet(ITMModel):
     """GPGMNet for joint SR-ITM; ``scale`` 2 or 4.  See the module docstring."""
+
+    #: weights metadata this version needs (:func:`hdrvideo.models.weights.load_model` checks it)
+    required_metadata = {"modulation": "bounded"}
 
     def __init__(self, scale: int = 4, channels: int = 64, n_modules: int = 5, **kwargs) -> None:
         if scale not in (2, 4):

@@ -53,8 +53,11 @@ class ArchSpec:
     _cache: dict = field(default_factory=dict, repr=False, compare=False)
 
     def build(self, **options: Any) -> ITMModel:
+        padding_mode = options.pop("padding_mode", None)
         model = self.builder(**options)
         model.arch = self.name
+        if padding_mode is not None:
+            model.padding_mode = padding_mode  # applied after the layers exist
         return model
 
     def _meta_model(self) -> ITMModel:
@@ -124,7 +127,8 @@ def get_spec(name: str) -> ArchSpec:
 def create(name: str, **options: Any) -> ITMModel:
     """Build a fresh (randomly initialised) model; ``options`` go to the architecture.
 
-    Common options: ``colour_domain`` ("rgb" | "ycrcb601"), ``clamp_output`` (bool).
+    Common options: ``colour_domain`` ("rgb" | "ycrcb601"), ``clamp_output`` (bool),
+    ``padding_mode`` ("zeros" | "replicate").
     AGCM also takes ``condition_resize`` ("matlab" | "antialias" | "bicubic").
     """
     return get_spec(name).build(**options)

@@ -218,22 +218,25 @@ def load_state_dict_strict(model: nn.Module, sd: Mapping[str, Tensor], source: s
 def load_weights(model: nn.Module, path: str | os.PathLike) -> nn.Module:
     """Load ``path`` (.safetensors / .pth / .pt) into ``model`` strictly; returns ``model``.
 
-    A safetensors file written by :func:`save_weights` records the colour domain the weights
-    were trained in; it is applied to ``model.colour_domain`` (weights only work in their own
-    domain).  Other files leave the model's domain as it is.
+    A safetensors file written by :func:`save_weights` records the colour domain and border
+    padding the weights were trained with; they are applied to the model (weights only work
+    in their own domain). Other files leave the model's settings as they are.
     """
-    from .base import COLOUR_DOMAINS
+    from .base import COLOUR_DOMAINS, PADDING_MODES
 
     sd, meta = _read(path)
     load_state_dict_strict(model, sd, source=str(path))
     domain = meta.get("colour_domain")
     if domain in COLOUR_DOMAINS and hasattr(model, "colour_domain"):
         model.colour_domain = domain
+    padding = meta.get("padding_mode")
+    if padding in PADDING_MODES and hasattr(model, "padding_mode"):
+        model.padding_mode = padding
     return model
 
 
 def save_weights(model: nn.Module, path: str | os.PathLike, metadata: dict[str, str] | None = None) -> Path:
-    """Write ``model.state_dict()`` as safetensors, with arch/scale/colour_domain metadata.
+    """Write ``model.state_dict()`` as safetensors, with arch/scale/colour_domain/padding_mode metadata.
 
     ``metadata`` entries (str → str) are added to / override the automatic ones.
     """
@@ -243,10 +246,11 @@ def save_weights(model: nn.Module, path: str | os.PathLike, metadata: dict[str, 
     if path.suffix.lower() != ".safetensors":
         raise WeightsError(f"save_weights writes safetensors; give a .safetensors path, not {path.name!r}")
     meta: dict[str, str] = {"format": "pt"}
-    for attr in ("arch", "scale", "colour_domain"):
+    for attr in ("arch", "scale", "colour_domain", "padding_mode"):
         value = getattr(model, attr, None)
         if value not in (None, ""):
             meta[attr] = str(value)
+    meta.update(getattr(model, "required_metadata", {}))
     for k, v in (metadata or {}).items():
         if not isinstance(k, str) or not isinstance(v, str):
             raise TypeError("metadata must map str to str")
@@ -275,7 +279,8 @@ def load_model(name: str | None, weights_path: str | os.PathLike, **options: Any
     When the file is a safetensors written by :func:`save_weights`, its ``arch`` metadata is
     used if ``name`` is None (checked against the tensors) and its ``colour_domain`` becomes the
     default ``colour_domain`` option (an explicit ``colour_domain=None`` also means "from the
-    file, else rgb").  Returns the model in eval mode.
+    file, else rgb"), likewise ``padding_mode`` (else "zeros", the official layout).  Returns
+    the model in eval mode.
     """
     from .registry import _REGISTRY, create, detect
 
@@ -288,9 +293,16 @@ def load_model(name: str | None, weights_path: str | os.PathLike, **options: Any
             name = meta_arch
         else:
             name = detect(sd)
-    if "colour_domain" not in options and meta.get("colour_domain"):
-        options["colour_domain"] = meta["colour_domain"]
+    for key in ("colour_domain", "padding_mode"):
+        if key not in options and meta.get(key):
+            options[key] = meta[key]
     model = create(name, **options)
+    for key, value in getattr(model, "required_metadata", {}).items():
+        if meta.get(key) != value:
+            raise WeightsError(
+                f"{weights_path}: {name} weights must be trained with {key} = {value!r} (this file has "
+                f"{meta.get(key, 'none')!r}); weights of the earlier unbounded {name} turn black into "
+                f"peak white and are refused — retrain with `hdrvideo train --arch {name}`")
     load_state_dict_strict(model, sd, source=str(weights_path))
     return model.eval()
 

@@ -18,6 +18,7 @@ def build_processor(
     weights: str | None = None,
     backend: str = "auto",
     input_size: tuple[int, int] | None = None,
+    temporal_frames: float | None = None,
     **backend_options,
 ) -> Processor:
     """Build the processor a (resolved, non-``auto``) preset describes.
@@ -26,6 +27,8 @@ def build_processor(
     installed file raises :class:`WeightsMissingError`. A neural preset never runs with
     random weights. ``input_size`` (W, H of the frames to come) lets a backend that compiles
     per shape (TensorRT) build its engines now, so a failure there lets ``auto`` fall through.
+    ``temporal_frames``: smooth the network's image-level statistics over time with this time
+    constant in frames (:class:`~hdrvideo.processors.temporal.TemporalContext`); None = per frame.
     """
     if device is None:
         device = "cuda" if torch.cuda.is_available() else "cpu"
@@ -55,13 +58,18 @@ def build_processor(
     opts = {"batch": preset.batch, "tile": preset.tile, **({"input_size": input_size} if input_size else {}),
             **backend_options}
     be = create_backend(backend, model, device=device, **opts)
+    from .temporal import TemporalContext
+
+    temporal = TemporalContext(temporal_frames) if temporal_frames else None
     return NeuralProcessor(
         be,
         scale=preset.scale,
         tile=preset.tile,
         overlap=preset.tile_overlap,
         description=f"{preset.model.arch} ({be.name} on {be.device}"
-                    + (f"; {be.describe()})" if hasattr(be, "describe") else ")"),
+                    + (f"; {be.describe()})" if hasattr(be, "describe") else ")")
+                    + (f", statistics smoothed over {temporal_frames:.3g} frames" if temporal else ""),
+        temporal=temporal,
     )
 
 

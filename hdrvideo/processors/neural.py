@@ -7,6 +7,7 @@ from torch import Tensor
 
 from ..backends.base import Backend
 from ..colour import PQ_MAX_NITS, SDR_REFERENCE_WHITE_NITS
+from .temporal import TemporalContext
 
 
 class NeuralProcessor:
@@ -27,13 +28,34 @@ class NeuralProcessor:
     #: Unbounded output: the chain always rolls it off to the mastering peak.
     max_nits = PQ_MAX_NITS
 
-    def __init__(self, backend: Backend, scale: int, tile: int = 0, overlap: int = 16, description: str = "") -> None:
+    def __init__(self, backend: Backend, scale: int, tile: int = 0, overlap: int = 16, description: str = "",
+                 temporal: TemporalContext | None = None) -> None:
         self.backend = backend
         self.scale = int(scale)
         self.tile = int(tile)
         self.overlap = int(overlap)
         self.device = backend.device
         self.description = description
+        self.temporal = temporal
+
+    @torch.inference_mode()
+    def process(self, frames) -> Tensor:
+        """A batch of consecutive frames (:class:`hdrvideo.stages.Frames`) in stream order.
+
+        With temporal smoothing, the network's image-level statistics of each frame are
+        computed (``backend.context``), smoothed over the shot (:class:`TemporalContext`,
+        restarted at ``frames.cut``), and the network runs with them fixed
+        (``backend.run_with_context``, tiled or not). Without it, as :meth:`__call__`.
+        """
+        if self.temporal is None:
+            return self(frames.rgb)
+        ctx = self.backend.context(frames.rgb)
+        if ctx is None:
+            return self(frames.rgb)
+        ctx = self.temporal(ctx, frames.cut)
+        h, w = frames.rgb.shape[-2:]
+        tile = self.tile if self.tile and (h > self.tile or w > self.tile) else 0
+        return self.backend.run_with_context(frames.rgb, ctx, tile, self.overlap).clamp_(0.0, 1.0)
 
     @torch.inference_mode()
     def __call__(self, rgb: Tensor) -> Tensor:

@@ -18,7 +18,7 @@ import typer
 
 from ..errors import InputError
 
-__all__ = ["train_command", "eval_command", "synth_command", "register"]
+__all__ = ["train_command", "eval_command", "synth_command", "filmtest_command", "register"]
 
 
 def _device(device: str | None) -> str:
@@ -73,6 +73,9 @@ def train_command(
     ] = None,
     checkpoint_every: Annotated[int, typer.Option("--checkpoint-every", min=1)] = 200,
     quiet: Annotated[bool, typer.Option("--quiet", help="no progress bar")] = False,
+    film: Annotated[bool, typer.Option("--film/--no-film", help="film augmentation: fades, black frames, bars, grain")] = False,
+    padding: Annotated[str, typer.Option("--padding", help="convolution border padding: zeros (papers) or replicate")] = "zeros",
+    key_nits: Annotated[str, typer.Option("--key-nits", help="exposure key range of synthetic HDR grades, cd/m² (LO-HI)")] = "18-32",
 ) -> None:
     """Train an SDR→HDR10 network (L1 loss, Adam, cosine annealing with warm restarts)."""
     from ..models import architecture_names
@@ -91,12 +94,20 @@ def train_command(
     if resume and find_checkpoint(out) is None:
         raise InputError(f"nothing to resume: {out / CHECKPOINT} does not exist")
     dev = _device(device)
+    if padding not in ("zeros", "replicate"):
+        raise InputError("--padding must be zeros or replicate")
+    try:
+        lo, hi = (float(v) for v in key_nits.split("-"))
+        if not 0 < lo <= hi:
+            raise ValueError
+    except ValueError:
+        raise InputError(f"--key-nits must be LO-HI in cd/m², e.g. 4-100, not {key_nits!r}") from None
     cfg = TrainConfig(
         arch=arch,
         out_dir=str(out),
         data=str(data) if data else None,
         synth=str(synth) if synth else None,
-        cache_dir=str(cache) if cache else (str(_default_cache("train", synth, seed)) if synth else None),
+        cache_dir=str(cache) if cache else (str(_default_cache(f"train-k{lo:g}-{hi:g}", synth, seed)) if synth else None),
         steps=steps,
         batch=batch,
         patch=patch,
@@ -107,6 +118,9 @@ def train_command(
         threads=threads,
         checkpoint_every=checkpoint_every,
         init=str(init) if init else None,
+        film_augment=film,
+        padding_mode=padding,
+        synth_key_nits=(lo, hi),
     )
     try:
         result = train(cfg, resume=resume, progress=not quiet, stop_after=stop_after)
@@ -182,6 +196,51 @@ def eval_command(
         con.print(f"{report['preset']} {verdict} the bar (≥ 1.0 dB PSNR over {report['baseline']} and lower ΔE_ITP)")
 
 
+def filmtest_command(
+    preset: Annotated[str, typer.Option("--preset", help="preset to test (a neural one, or any .toml)")],
+    weights: Annotated[Optional[Path], typer.Option("--weights", help="weights file instead of the preset's")] = None,
+    size: Annotated[str, typer.Option("--size", help="input frame size WxH of the synthetic clips")] = "128x72",
+    frames: Annotated[int, typer.Option("--frames", min=4, help="frames per clip")] = 12,
+    temporal: Annotated[str, typer.Option("--temporal-smoothing", help="auto or off (as convert)")] = "auto",
+    backend: Annotated[str, typer.Option("--backend", help="torch, onnxruntime, …")] = "torch",
+    device: Annotated[str, typer.Option("--device", help="cpu, cuda, cuda:N or auto")] = "cpu",
+    as_json: Annotated[bool, typer.Option("--json", help="print the figures as JSON")] = False,
+) -> None:
+    """Fades, cuts, a pan, letterbox, black and grain through a preset's device chain, measured
+    frame by frame next to bt2408 (the "real films" bars)."""
+    from ..presets import load_preset
+    from .film import filmtest
+
+    if weights is not None and not weights.is_file():
+        raise InputError(f"weights file not found: {weights}")
+    if temporal not in ("auto", "off"):
+        raise InputError("--temporal-smoothing must be auto or off")
+    try:
+        w, h = (int(v) for v in size.lower().split("x"))
+    except ValueError:
+        raise InputError(f"--size must be WxH, not {size!r}") from None
+    if w % 2 or h % 2 or w < 32 or h < 32:
+        raise InputError("--size must be even and at least 32x32")
+    p = load_preset(preset).resolve(h)
+    result = filmtest(p, str(weights) if weights else None, backend, _device(device), (w, h), frames, temporal)
+    if as_json:
+        bars = {k: {"value": v, "limit": lim, "passed": ok} for k, (v, lim, ok) in result["bars"].items()}
+        typer.echo(json.dumps({"preset": p.name, "size": [w, h], "frames": frames, "temporal_smoothing": temporal,
+                               "bars": bars, "clips": result["preset"], "bt2408": result["bt2408"]}, indent=1))
+        return
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=f"film test: {p.name} ({w}×{h}, {frames} frames, temporal smoothing {temporal})")
+    for col in ("measure", "value", "bar", ""):
+        table.add_column(col)
+    from .film import BARS
+
+    for name, (value, limit, ok) in result["bars"].items():
+        table.add_row(name, f"{value:.4g}", f"{BARS[name][0]} {limit:g}", "ok" if ok else "FAIL")
+    Console().print(table)
+
+
 def synth_command(
     photos: Annotated[Path, typer.Option("--photos", help="folder of scene-linear .hdr photographs")],
     out: Annotated[Path, typer.Option("--out", help="output folder ({split}_sdr/, {split}_hdr/, {split}_sdr_x2/, …)")],
@@ -208,7 +267,8 @@ def synth_command(
 
 
 def register(app, handle_errors=lambda f: f) -> None:
-    """Attach ``train``, ``eval`` and ``synth`` to the main typer app (called by hdrvideo.cli)."""
+    """Attach ``train``, ``eval``, ``synth`` and ``filmtest`` to the main typer app (called by hdrvideo.cli)."""
     app.command("train")(handle_errors(train_command))
+    app.command("filmtest")(handle_errors(filmtest_command))
     app.command("eval")(handle_errors(eval_command))
     app.command("synth")(handle_errors(synth_command))

@@ -186,11 +186,13 @@ def augment(x: Tensor, code: int) -> Tensor:
 
 
 def sample_batch(
-    source: PairSource, step: int, batch: int, patch: int, seed: int = 0, augment_data: bool = True
+    source: PairSource, step: int, batch: int, patch: int, seed: int = 0, augment_data: bool = True,
+    film=None,
 ) -> tuple[Tensor, Tensor]:
     """Batch ``step`` of a run: (SDR (B,3,p,p) float [0,1], HDR (B,3,sp,sp) float [0,1]).
 
-    ``patch`` is the LR (input) patch size; a pure function of ``(seed, step)``.
+    ``patch`` is the LR (input) patch size; a pure function of ``(seed, step)``. ``film``: a
+    :class:`~hdrvideo.training.film.FilmAugment` (fades, black, bars, grain) applied per sample.
     """
     rng = np.random.default_rng([int(seed), int(step), 7919])
     s = source.scale
@@ -204,9 +206,15 @@ def sample_batch(
             raise ValueError(f"image {source.name(i)} ({w}×{h}) is smaller than the patch {patch}")
         top, left = int(rng.integers(h - patch + 1)), int(rng.integers(w - patch + 1))
         code = int(rng.integers(8)) if augment_data else 0
-        xs.append(augment(sdr[:, top : top + patch, left : left + patch], code))
-        ys.append(augment(hdr[:, top * s : (top + patch) * s, left * s : (left + patch) * s], code))
-    return _to_float_sdr(torch.stack(xs)), _to_float_hdr(torch.stack(ys))
+        x = _to_float_sdr(augment(sdr[:, top : top + patch, left : left + patch], code))
+        y = _to_float_hdr(augment(hdr[:, top * s : (top + patch) * s, left * s : (left + patch) * s], code))
+        if film is not None:
+            from .film import film_augment
+
+            x, y = film_augment(x, y, s, rng, film)
+        xs.append(x)
+        ys.append(y)
+    return torch.stack(xs), torch.stack(ys)
 
 
 def iter_eval_pairs(source: PairSource, limit: int | None = None) -> Iterator[tuple[str, Tensor, Tensor]]:

@@ -66,6 +66,12 @@ class TrainConfig:
     synth_views: int = 48
     synth_size: int = 192
     synth_variants: int = 2
+    #: exposure key range of the synthetic HDR grades, cd/m² (log-uniform)
+    synth_key_nits: tuple[float, float] = (18.0, 32.0)
+    #: film augmentation (fades, black frames, bars, grain; :mod:`hdrvideo.training.film`)
+    film_augment: bool = False
+    #: convolution border padding of the model ("zeros" as the papers, "replicate")
+    padding_mode: str = "zeros"
     extra: dict = field(default_factory=dict)
 
 
@@ -83,6 +89,7 @@ def make_source(cfg: TrainConfig, scale: int, progress: Callable | None = None) 
         height=cfg.synth_size,
         width=cfg.synth_size,
         variants=cfg.synth_variants,
+        key_nits=tuple(cfg.synth_key_nits),
         seed=cfg.seed,
     )
     cache = Path(cfg.cache_dir) if cfg.cache_dir else Path(cfg.out_dir) / "synth-train"
@@ -232,7 +239,7 @@ def train(
             raise ValueError(f"checkpoint is for {state['config']['arch']}, not {cfg.arch}")
 
     torch.manual_seed(cfg.seed)
-    model = create(cfg.arch)
+    model = create(cfg.arch, padding_mode=cfg.padding_mode)
     model.to(device).train()
     copied: list[str] = []
     if cfg.init and state is None:  # before the data: a bad --init file fails fast
@@ -284,9 +291,14 @@ def train(
     cycle_ends = {t0 * (2**k - 1) for k in range(1, cfg.cycles + 1)}
     ema = history[-1]["loss_ema"] if history else None
     start_step, t_last = step, time.perf_counter()
+    film = None
+    if cfg.film_augment:
+        from .film import FilmAugment
+
+        film = FilmAugment()
     try:
         while step < cfg.steps:
-            x, y = sample_batch(source, step, cfg.batch, cfg.patch, seed=cfg.seed)
+            x, y = sample_batch(source, step, cfg.batch, cfg.patch, seed=cfg.seed, film=film)
             x, y = x.to(device), y.to(device)
             torch.manual_seed(cfg.seed * 1_000_003 + step)
             pred = model(x)
@@ -348,6 +360,8 @@ def train(
             "data": str(cfg.data or cfg.synth),
             "wall_time_s": f"{elapsed:.0f}",
             "loss": "L1 on PQ BT.2020 R'G'B'",
+            "film_augment": str(cfg.film_augment).lower(),
+            "synth_key_nits": f"{cfg.synth_key_nits[0]:g}-{cfg.synth_key_nits[1]:g}",
         }
         save_weights(model.cpu(), str(weights), metadata=meta)
         result["weights"] = str(weights)
