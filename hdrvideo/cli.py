@@ -125,6 +125,18 @@ Tier = _choices("Tier", ("main", "high"))
 AudioMode = _choices("AudioMode", AUDIO_MODES)
 DebandMode = _choices("DebandMode", DEBAND_MODES)
 TwoPassCache = _choices("TwoPassCache", ("auto", "planes", "recompute"))
+TemporalSmoothing = _choices("TemporalSmoothing", ("auto", "off"))
+
+
+def _memory_limit(value: str | None) -> str | None:
+    """--memory-limit is checked when the command line is parsed (one-line usage error)."""
+    from .pipeline import parse_bytes
+
+    try:
+        parse_bytes(value)
+    except HdrvideoError as err:
+        raise typer.BadParameter(str(err).strip()) from None
+    return value
 
 
 def _value(v: Any) -> Any:
@@ -378,6 +390,8 @@ def convert(
     no_audio: Annotated[bool, typer.Option("--no-audio", help="Do not copy audio streams.")] = False,
     no_subtitles: Annotated[bool, typer.Option("--no-subtitles", help="Do not copy subtitle streams.")] = False,
     light_level: Annotated[LightLevel, typer.Option("--light-level", help="Measure MaxCLL/MaxFALL on the 'decoded' output (exact) or the encoder 'input' (faster).")] = LightLevel("decoded"),  # type: ignore[assignment]
+    temporal_smoothing: Annotated[TemporalSmoothing, typer.Option("--temporal-smoothing", help="auto: neural presets smooth their image statistics over time, reset at scene cuts; off: frame by frame.")] = TemporalSmoothing("auto"),  # type: ignore[assignment]
+    memory_limit: Annotated[Optional[str], typer.Option("--memory-limit", callback=_memory_limit, help="Memory for the network's working set, e.g. 2G (default: 512M on the CPU, half the free GPU memory); larger frames run in exact tiles.")] = None,
     progress: Annotated[ProgressMode, typer.Option("--progress", help="Progress display; json writes one object per line to stderr.")] = ProgressMode.auto,
     as_json: Annotated[bool, typer.Option("--json", help="Print the final report as JSON on stdout.")] = False,
     chunks: Annotated[int, typer.Option("--chunks", min=1, help="Split at keyframes into N parts, convert them in parallel, join them (1 = one piece).")] = 1,
@@ -426,6 +440,7 @@ def convert(
             bufsize=bufsize, two_pass=two_pass, two_pass_cache=_value(two_pass_cache), level=level, tier=_value(tier),
             fragmented=fragmented, audio=_value(audio), audio_bitrate=audio_bitrate, audio_streams=audio_streams,
             subtitle_streams=subtitle_streams, crop=crop, pad_back=pad_back,
+            temporal_smoothing=_value(temporal_smoothing), memory_limit=memory_limit,
         )
         if chunks != 1 or _value(engine) != "local":
             import dataclasses

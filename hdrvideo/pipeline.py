@@ -125,6 +125,9 @@ class ConvertOptions:
     #: "auto": neural presets smooth their image-level statistics over time, reset at scene cuts;
     #: "off": every frame on its own
     temporal_smoothing: str = "auto"
+    #: the network's working set: bytes, or "2G"/"1500M"; None = automatic (1 GiB on the CPU,
+    #: half the free GPU memory); frames that need more run in exact tiles
+    memory_limit: int | str | None = None
     progress: Callable[[ProgressEvent], None] | None = None
     #: extra options for the inference backend (e.g. ``{"threads": 2}`` for onnxruntime)
     backend_options: dict[str, Any] | None = None
@@ -218,6 +221,24 @@ def check_output_path(src: str | os.PathLike[str], dst: str | os.PathLike[str], 
 def _writable(folder: str) -> bool:
     effective = os.access in os.supports_effective_ids
     return os.access(folder, os.W_OK | os.X_OK, effective_ids=effective)
+
+
+def parse_bytes(value: int | str | None) -> int | None:
+    """``2G``, ``1500M``, ``512k`` or a plain number of bytes → bytes (binary units); None passes."""
+    if value is None or value == "":
+        return None
+    if isinstance(value, int):
+        n = value
+    else:
+        text = str(value).strip().upper().removesuffix("B").removesuffix("I")
+        units = {"K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40}
+        try:
+            n = int(float(text[:-1]) * units[text[-1]]) if text and text[-1] in units else int(text)
+        except (ValueError, IndexError):
+            raise UsageError(f"invalid memory size {value!r}: use bytes or a number with K, M or G (e.g. 2G)") from None
+    if n < 0:
+        raise UsageError(f"invalid memory size {value!r}: must not be negative")
+    return n
 
 
 def default_output(src: str | os.PathLike[str]) -> Path:
@@ -808,6 +829,7 @@ class Pipeline:
         processor = build_processor(plan.preset, device=plan.device, weights=opt.weights, backend=opt.backend,
                                     input_size=(plan.crop.width, plan.crop.height) if plan.crop else
                                     (plan.video.width, plan.video.height), temporal_frames=temporal,
+                                    memory_limit=parse_bytes(opt.memory_limit),
                                     **(opt.backend_options or {}))
         _keep_freed_frame_memory()
         on_cpu = processor.device.type == "cpu"

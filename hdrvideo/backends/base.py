@@ -20,7 +20,8 @@ class Backend(Protocol):
     :mod:`hdrvideo.models.base`) are also run in two parts: ``context`` computes the statistics
     of each frame of a batch (a tuple of tensors with the batch as their first axis, or ``None``
     for a network without any), and ``run_with_context`` runs the network with given statistics,
-    on the whole frame or in tiles of ``tile`` input pixels (0 = whole frame). The pipeline uses
+    on the whole frame or in tiles of ``tile`` input pixels (0 = whole frame); ``context`` with
+    ``tile`` > 0 may bound its working memory the same way (same result). The pipeline uses
     the two parts to smooth the statistics over time and to tile exactly.
     ``run_with_context(x, context(x), tile)`` equals ``run(x)`` up to float rounding.
     """
@@ -30,7 +31,7 @@ class Backend(Protocol):
 
     def run(self, x: Tensor) -> Tensor: ...
 
-    def context(self, x: Tensor) -> Context: ...
+    def context(self, x: Tensor, tile: int = 0) -> Context: ...
 
     def run_with_context(self, x: Tensor, context: Context, tile: int = 0, overlap: int = 16) -> Tensor: ...
 

@@ -8,9 +8,10 @@
   mismatch); :class:`OnnxRuntimeBackend` checks ``session.get_providers()`` after creating the
   session and says so loudly — or raises :class:`~hdrvideo.errors.BackendError` when
   ``strict=True`` (what ``--backend auto`` uses, so it can move on to the next backend).
-* CPU threads: ``threads`` intra-op threads (default: all cores but one), one inter-op thread, and
-  spinning disabled, so idle ORT workers do not burn the cores that decode and x265 need while
-  the stages overlap.
+* CPU threads: ``threads`` intra-op threads (default: every core — the decode, encode and
+  metering threads run at a lower priority, so they take what the model leaves idle), one
+  inter-op thread, and spinning disabled, so idle ORT workers do not burn the cores that decode
+  and x265 need while the stages overlap.
 * Tiling (``run_tiled``) is exact, as with torch: a *context* graph computes the model's
   image-level statistics on the whole frame once, and a *tile* graph runs every tile with them.
 """
@@ -117,8 +118,8 @@ class OnnxRuntimeBackend:
     def _options(self):
         ort = self._ort
         so = ort.SessionOptions()
-        # default: leave one core to the decode/encode threads that run beside the model
-        threads = self.threads if self.threads is not None else max(1, (os.cpu_count() or 1) - 1)
+        # default: every core; the decode/encode/meter threads are niced below the model's
+        threads = self.threads if self.threads is not None else max(1, os.cpu_count() or 1)
         so.intra_op_num_threads = max(1, int(threads))
         so.inter_op_num_threads = 1
         so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
@@ -195,11 +196,19 @@ class OnnxRuntimeBackend:
         return self._tile_sessions
 
     @torch.inference_mode()
-    def context(self, x: Tensor) -> tuple[Tensor, ...] | None:
-        """The model's image-level statistics of ``x`` (through the context graph)."""
+    def context(self, x: Tensor, tile: int = 0) -> tuple[Tensor, ...] | None:
+        """The model's image-level statistics of ``x`` (through the context graph).
+
+        With ``tile`` on the CPU, the same FP32 statistics come from the model itself with its
+        local layers in tiles (``global_context(tile=…)``): the context graph would hold the
+        whole frame's intermediates at once, which is what tiling is there to avoid.
+        """
         ctx_sess, _, k = self._tiling_sessions()
         if ctx_sess is None:
             return None
+        if tile and not self.on_gpu:
+            ctx = self.model.global_context(x.to("cpu", torch.float32), tile=tile)
+            return tuple(c.float() for c in ctx)
         shapes = {o.name: tuple(x.shape[0] if isinstance(d, str) or d is None else d for d in o.shape)
                   for o in ctx_sess.get_outputs()}
         return tuple(self._run_session(ctx_sess, {"x": x}, shapes))

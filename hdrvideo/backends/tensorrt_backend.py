@@ -702,8 +702,9 @@ class TensorRTBackend:
             return y.to(x.dtype)
 
     @torch.inference_mode()
-    def context(self, x: Tensor) -> tuple[Tensor, ...] | None:
-        """The model's image-level statistics of each frame (the context engine), FP32."""
+    def context(self, x: Tensor, tile: int = 0) -> tuple[Tensor, ...] | None:
+        """The model's image-level statistics of each frame (the context engine), FP32.
+        ``tile`` is not needed on a GPU (the context engine's memory is small there)."""
         if self.context_arity == 0:
             return None
         with device_scope(self.device):

@@ -216,14 +216,17 @@ class TorchBackend:
         return self._call("run", self._prepare(x)).to(x.dtype)
 
     @torch.inference_mode()
-    def context(self, x: Tensor) -> Context:
-        """The model's image-level statistics of each frame (``model.global_context``), FP32."""
+    def context(self, x: Tensor, tile: int = 0) -> Context:
+        """The model's image-level statistics of each frame (``model.global_context``), FP32;
+        with ``tile``, its local layers in tiles of that size (bounded memory, same result)."""
         xp = self._prepare(x)
         if self._has_context is None:  # once, eagerly: does this model have statistics at all?
             self._has_context = getattr(self.model, "global_context", None) is not None and \
                 self.model.global_context(xp[:1, :, :16, :16]) is not None
         if not self._has_context:
             return None
+        if tile:
+            return tuple(c.float() for c in self.model.global_context(xp, tile=tile))
         return tuple(c.float() for c in self._call("context", xp))
 
     @torch.inference_mode()

@@ -161,20 +161,28 @@ class ITMModel(nn.Module):
         """Image-level quantities of ``x`` (already in the network domain); ``None`` if none."""
         return None
 
-    def global_context(self, x: Tensor, max_side: int | None = None) -> Context:
+    def global_context(self, x: Tensor, max_side: int | None = None, tile: int = 0) -> Context:
         """Compute the image-level quantities once for a whole frame (R'G'B', like ``forward``).
 
         ``max_side``: if given and the frame is larger, the statistics are computed on an
         antialiased bilinear downscale whose longer side is ``max_side`` — bounded memory, at the
         price of an approximation (second-order statistics of features shrink a little when
-        fine detail is removed).  ``None`` means the exact full-frame statistics.
+        fine detail is removed).  ``None`` means the exact full-frame statistics.  ``tile``
+        (> 0): networks that support it compute the exact statistics with their local layers
+        evaluated in tiles of that many pixels (bounded working memory, same result).
         """
         h, w = x.shape[-2:]
         if max_side is not None and max(h, w) > max_side:
             f = max_side / max(h, w)
             size = (max(1, round(h * f)), max(1, round(w * f)))
             x = F.interpolate(x, size=size, mode="bilinear", align_corners=False, antialias=True)
+        if tile > 0:
+            return self.compute_context_tiled(self.encode_input(x), tile)
         return self.compute_context(self.encode_input(x))
+
+    def compute_context_tiled(self, x: Tensor, tile: int) -> Context:
+        """:meth:`compute_context` with bounded working memory; by default the plain one."""
+        return self.compute_context(x)
 
     # -- precision -------------------------------------------------------------------------
     def statistics_modules(self) -> list[nn.Module]:
@@ -228,6 +236,34 @@ def mean_std(x: Tensor, eps: float = 1e-12) -> tuple[Tensor, Tensor]:
     m = x.mean(dim=(2, 3), keepdim=True)
     var = ((x - m) * (x - m)).mean(dim=(2, 3), keepdim=True)
     return m, torch.sqrt(torch.clamp(var, min=eps))
+
+
+def map_local_tiled(fn, x: Tensor, radius: int, tile: int, sink=None) -> Tensor | None:
+    """``fn(x)`` for a purely local ``fn`` (same size out, receptive radius ``radius`` pixels),
+    evaluated tile by tile with a halo so the result equals ``fn(x)`` exactly: each tile reads
+    ``radius`` extra pixels (clipped at the frame border, where ``fn``'s own padding applies as
+    on the whole frame) and only its inner part is kept. Bounds the working memory of ``fn``
+    (convolution workspaces, intermediates) to one tile.
+
+    Without ``sink`` the result is assembled and returned; with it, ``sink((rows, cols), part)``
+    receives each tile's inner part instead (and None is returned).
+    """
+    h, w = x.shape[-2:]
+    tile = tile if tile > 0 else max(h, w)
+    out = None
+    for y0 in range(0, h, tile):
+        for x0 in range(0, w, tile):
+            y1, x1 = min(h, y0 + tile), min(w, x0 + tile)
+            ya, xa = max(0, y0 - radius), max(0, x0 - radius)
+            yb, xb = min(h, y1 + radius), min(w, x1 + radius)
+            part = fn(x[..., ya:yb, xa:xb])[..., y0 - ya: y0 - ya + (y1 - y0), x0 - xa: x0 - xa + (x1 - x0)]
+            if sink is not None:
+                sink((slice(y0, y1), slice(x0, x1)), part)
+                continue
+            if out is None:
+                out = part.new_empty((*part.shape[:-2], h, w))
+            out[..., y0:y1, x0:x1] = part
+    return out
 
 
 def check_context(context: Sequence[Tensor] | None, n: int, name: str) -> None:

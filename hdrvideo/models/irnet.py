@@ -35,7 +35,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from .base import Context, ITMModel, as_dtype, check_context, conv, mean_std, param_dtype
+from .base import Context, ITMModel, as_dtype, check_context, conv, map_local_tiled, mean_std, param_dtype
 
 LRELU_SLOPE = 0.05
 
@@ -135,7 +135,49 @@ class IRNet(ITMModel):
         return h, outs, atts
 
     def compute_context(self, x: Tensor) -> Context:
-        _, _, atts = self._trunk(x, None)
+        # the head and the blocks, keeping only the running features (not every block's output
+        # as forward_net must for its concat): about half the peak memory on a whole frame
+        out = self.fea_conv(x)
+        atts = []
+        for block in self.blocks:
+            out, att = block(out, None)
+            atts.append(att)
+        return tuple(atts)
+
+    def compute_context_tiled(self, x: Tensor, tile: int) -> Context:
+        """The same attention vectors with each block's local layers run in tiles.
+
+        Per block: u (the features the attention weighs) is computed tile by tile with a 2-pixel
+        halo (:func:`map_local_tiled`, exact), its per-channel mean and population std are
+        accumulated over the whole frame in float64, and the block output x + u·att replaces x.
+        Only x and u are held at full size (2×C channels) instead of every intermediate and
+        convolution workspace of the whole frame.
+        """
+        out = self.fea_conv(x)
+        atts = []
+        h, w = out.shape[-2:]
+        for block in self.blocks:
+            def local(t: Tensor, b: IRB = block) -> Tensor:
+                f1 = b.distill_1(t)
+                return b.conv(torch.cat([f1, b.distill_2(t + b.mid_1(f1))], dim=1))
+
+            u = torch.empty_like(out)
+            s1 = torch.zeros(out.shape[:2], dtype=torch.float64, device=out.device)
+            s2 = torch.zeros_like(s1)
+
+            def keep(region: tuple[slice, slice], part: Tensor) -> None:
+                u[..., region[0], region[1]] = part
+                p = part.double()
+                s1.add_(p.sum(dim=(2, 3)))
+                s2.add_((p * p).sum(dim=(2, 3)))
+
+            map_local_tiled(local, out, 2, tile, keep)
+            m = s1 / (h * w)
+            std = torch.sqrt(torch.clamp(s2 / (h * w) - m * m, min=1e-12))
+            # the statistics modules may stay FP32 while the features are FP16 (as CCALayer does)
+            att = block.esa.conv_du((std + m).to(param_dtype(block.esa.conv_du))[:, :, None, None])
+            out = out.addcmul_(u, as_dtype(att, u.dtype))
+            atts.append(att)
         return tuple(atts)
 
     def statistics_modules(self) -> list[nn.Module]:

@@ -50,6 +50,8 @@ class ArchSpec:
     description: str
     builder: Callable[..., ITMModel]
     citation: str
+    #: peak working memory of one eager float32 forward, bytes per input pixel (see below)
+    bytes_per_pixel: int = 0
     _cache: dict = field(default_factory=dict, repr=False, compare=False)
 
     def build(self, **options: Any) -> ITMModel:
@@ -100,14 +102,18 @@ def register(spec: ArchSpec) -> ArchSpec:
     return spec
 
 
+# bytes_per_pixel: the growth of the process's peak RSS during one torch CPU forward (float32,
+# eval, one thread) of a 240×136 frame, per input pixel, plus about 10 %: intermediates and the
+# convolution workspaces together. Tiling (hdrvideo.processors.neural) keeps
+# bytes_per_pixel × batch × tile² within the memory limit.
 # fmt: off
-register(ArchSpec("irnet-2", 1, "IRNet ITM, 2 improved residual blocks, 64 channels (×1)", partial(IRNet, 2, 64, 1), IRNET_CITATION))
-register(ArchSpec("irnet-1-48", 1, "IRNet ITM, 1 improved residual block, 48 channels (×1, smallest)", partial(IRNet, 1, 48, 1), IRNET_CITATION))
-register(ArchSpec("irnet-5-x2", 2, "IRNet joint SR-ITM, 5 blocks, 64 channels, one PixelShuffle stage (×2)", partial(IRNet, 5, 64, 2), IRNET_CITATION))
-register(ArchSpec("irnet-5-x4", 4, "IRNet joint SR-ITM, 5 blocks, 64 channels, two PixelShuffle stages (×4)", partial(IRNet, 5, 64, 4), IRNET_CITATION))
-register(ArchSpec("gpgmnet-x2", 2, "GPGMNet joint SR-ITM with global colour/structure priors (×2)", partial(GPGMNet, 2), GPGMNET_CITATION))
-register(ArchSpec("gpgmnet-x4", 4, "GPGMNet joint SR-ITM with global colour/structure priors (×4)", partial(GPGMNet, 4), GPGMNET_CITATION))
-register(ArchSpec("agcm", 1, "HDRTVNet adaptive global colour mapping, per-pixel with a global condition (×1)", AGCM, AGCM_CITATION))
+register(ArchSpec("irnet-2", 1, "IRNet ITM, 2 improved residual blocks, 64 channels (×1)", partial(IRNet, 2, 64, 1), IRNET_CITATION, 3200))
+register(ArchSpec("irnet-1-48", 1, "IRNet ITM, 1 improved residual block, 48 channels (×1, smallest)", partial(IRNet, 1, 48, 1), IRNET_CITATION, 2200))
+register(ArchSpec("irnet-5-x2", 2, "IRNet joint SR-ITM, 5 blocks, 64 channels, one PixelShuffle stage (×2)", partial(IRNet, 5, 64, 2), IRNET_CITATION, 4700))
+register(ArchSpec("irnet-5-x4", 4, "IRNet joint SR-ITM, 5 blocks, 64 channels, two PixelShuffle stages (×4)", partial(IRNet, 5, 64, 4), IRNET_CITATION, 7000))
+register(ArchSpec("gpgmnet-x2", 2, "GPGMNet joint SR-ITM with global colour/structure priors (×2)", partial(GPGMNet, 2), GPGMNET_CITATION, 5200))
+register(ArchSpec("gpgmnet-x4", 4, "GPGMNet joint SR-ITM with global colour/structure priors (×4)", partial(GPGMNet, 4), GPGMNET_CITATION, 14100))
+register(ArchSpec("agcm", 1, "HDRTVNet adaptive global colour mapping, per-pixel with a global condition (×1)", AGCM, AGCM_CITATION, 1600))
 # fmt: on
 
 

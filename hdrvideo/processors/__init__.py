@@ -9,7 +9,7 @@ from ..presets import Preset, engines_dirs, find_weights
 from .base import Processor
 from .classical import BT2408Processor, HdrExpandProcessor
 
-__all__ = ["Processor", "BT2408Processor", "HdrExpandProcessor", "build_processor"]
+__all__ = ["Processor", "BT2408Processor", "HdrExpandProcessor", "build_processor", "default_memory_limit"]
 
 
 def build_processor(
@@ -19,6 +19,7 @@ def build_processor(
     backend: str = "auto",
     input_size: tuple[int, int] | None = None,
     temporal_frames: float | None = None,
+    memory_limit: int | None = None,
     **backend_options,
 ) -> Processor:
     """Build the processor a (resolved, non-``auto``) preset describes.
@@ -29,6 +30,9 @@ def build_processor(
     per shape (TensorRT) build its engines now, so a failure there lets ``auto`` fall through.
     ``temporal_frames``: smooth the network's image-level statistics over time with this time
     constant in frames (:class:`~hdrvideo.processors.temporal.TemporalContext`); None = per frame.
+    ``memory_limit``: bytes for the network's working set; frames that need more are processed
+    in exact tiles (None: :func:`default_memory_limit`; 0: never tile unless the preset's
+    ``tile`` says so).
     """
     if device is None:
         device = "cuda" if torch.cuda.is_available() else "cpu"
@@ -60,7 +64,11 @@ def build_processor(
     be = create_backend(backend, model, device=device, **opts)
     from .temporal import TemporalContext
 
+    from ..models import get_spec
+
     temporal = TemporalContext(temporal_frames) if temporal_frames else None
+    if memory_limit is None:
+        memory_limit = default_memory_limit(be.device)
     return NeuralProcessor(
         be,
         scale=preset.scale,
@@ -70,7 +78,27 @@ def build_processor(
                     + (f"; {be.describe()})" if hasattr(be, "describe") else ")")
                     + (f", statistics smoothed over {temporal_frames:.3g} frames" if temporal else ""),
         temporal=temporal,
+        memory_limit=memory_limit,
+        bytes_per_pixel=get_spec(preset.model.arch).bytes_per_pixel,
     )
+
+
+#: the network's working-set budget on the CPU: with x265 at 4K, the decoder, the light meter
+#: and the libraries, a 960×540 → 3840×2160 conversion then stays within about 3 GB
+CPU_MEMORY_LIMIT = 1 << 30
+
+
+def default_memory_limit(device: torch.device) -> int:
+    """Bytes for the network's working set: 1 GiB on the CPU; half the free memory of a GPU.
+
+    (GPU activations of the FP16 paths are about half the measured FP32 CPU figures, so this
+    leaves room for a second batch in flight.)
+    """
+    device = torch.device(device)
+    if device.type == "cuda":
+        free, _total = torch.cuda.mem_get_info(device)
+        return int(free * 0.5)
+    return CPU_MEMORY_LIMIT
 
 
 from .neural import NeuralProcessor  # noqa: E402
