@@ -125,7 +125,7 @@ class ConvertOptions:
     #: "auto": neural presets smooth their image-level statistics over time, reset at scene cuts;
     #: "off": every frame on its own
     temporal_smoothing: str = "auto"
-    #: the network's working set: bytes, or "2G"/"1500M"; None = automatic (1 GiB on the CPU,
+    #: the network's working set: bytes, or "2G"/"1500M"; None = automatic (512 MiB on the CPU,
     #: half the free GPU memory); frames that need more run in exact tiles
     memory_limit: int | str | None = None
     progress: Callable[[ProgressEvent], None] | None = None

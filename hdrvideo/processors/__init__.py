@@ -85,11 +85,11 @@ def build_processor(
 
 #: the network's working-set budget on the CPU: with x265 at 4K, the decoder, the light meter
 #: and the libraries, a 960×540 → 3840×2160 conversion then stays within about 3 GB
-CPU_MEMORY_LIMIT = 1 << 30
+CPU_MEMORY_LIMIT = 512 << 20
 
 
 def default_memory_limit(device: torch.device) -> int:
-    """Bytes for the network's working set: 1 GiB on the CPU; half the free memory of a GPU.
+    """Bytes for the network's working set: 512 MiB on the CPU; half the free memory of a GPU.
 
     (GPU activations of the FP16 paths are about half the measured FP32 CPU figures, so this
     leaves room for a second batch in flight.)

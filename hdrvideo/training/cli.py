@@ -85,8 +85,12 @@ def train_command(
         raise InputError(f"unknown architecture {arch!r}; choose one of {', '.join(architecture_names())}")
     if (data is None) == (synth is None):
         raise InputError("give exactly one of --data DIR or --synth PHOTOS_DIR")
-    if data is not None and not data.is_dir():
-        raise InputError(f"data folder not found: {data}")
+    if data is not None:
+        import os
+
+        for part in str(data).split(os.pathsep):
+            if part and not Path(part).is_dir():
+                raise InputError(f"data folder not found: {part}")
     if synth is not None:
         _photos_dir(synth)
     if init is not None and not init.is_file():

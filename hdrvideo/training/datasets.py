@@ -169,8 +169,44 @@ class FolderPairs:
         return sdr_t, hdr_t
 
 
+class ConcatPairs:
+    """Several sources as one (their images one after the other)."""
+
+    def __init__(self, sources: list[PairSource]) -> None:
+        scales = {s.scale for s in sources}
+        if len(scales) != 1:
+            raise ValueError("sources of different scales cannot be combined")
+        self.sources = sources
+        self.scale = scales.pop()
+        self._starts = np.cumsum([0] + [len(s) for s in sources])
+
+    def _locate(self, i: int) -> tuple[PairSource, int]:
+        k = int(np.searchsorted(self._starts, i, side="right")) - 1
+        return self.sources[k], i - int(self._starts[k])
+
+    def __len__(self) -> int:
+        return int(self._starts[-1])
+
+    def variants(self, i: int) -> int:
+        s, j = self._locate(i)
+        return s.variants(j)
+
+    def get(self, i: int, variant: int = 0) -> tuple[Tensor, Tensor]:
+        s, j = self._locate(i)
+        return s.get(j, variant)
+
+    def name(self, i: int) -> str:
+        s, j = self._locate(i)
+        return s.name(j)
+
+
 def open_pairs(data: str | Path, split: str, scale: int) -> PairSource:
-    """A synthetic cache directory (has ``meta.json``) or an HDRTV1K-layout folder."""
+    """A synthetic cache directory (has ``meta.json``) or an HDRTV1K-layout folder; several,
+    joined with ``os.pathsep`` (``:``), are used together."""
+    import os
+
+    if os.pathsep in str(data):
+        return ConcatPairs([open_pairs(part, split, scale) for part in str(data).split(os.pathsep) if part])
     d = Path(data)
     if (d / "meta.json").exists() and (d / "hdr.npy").exists():
         return SynthPairs(d, scale)
