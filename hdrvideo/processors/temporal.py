@@ -19,7 +19,7 @@ __all__ = ["TemporalContext", "SceneCutDetector", "DEFAULT_TIME_CONSTANT_S"]
 
 #: Default smoothing time constant in seconds (the statistics' step response reaches 63 % after
 #: this long): long enough to average out grain and codec noise, short enough to follow a fade.
-DEFAULT_TIME_CONSTANT_S = 0.25
+DEFAULT_TIME_CONSTANT_S = 1.0
 
 
 class TemporalContext:
