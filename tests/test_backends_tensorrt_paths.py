@@ -410,6 +410,18 @@ def test_tiled_conversion_builds_the_context_and_tile_engines_up_front(tmp_path,
     assert sorted(tk.builds) == ["context", "tile"]  # nothing more was built while running
 
 
+def test_smoothed_statistics_build_the_context_and_tile_engines_up_front(tmp_path, irnet, recorded_scope):
+    """With temporal smoothing every batch runs as context + tile engines, even untiled."""
+    tk = OrtToolkit()
+    be = _backend(tmp_path, irnet, tk, batch=1, input_size=(64, 48), two_part=True)
+    assert sorted(tk.builds) == ["context", "tile"]
+    x = torch.rand(1, 3, 48, 64, generator=torch.Generator().manual_seed(3))
+    with torch.no_grad():
+        ref = irnet(x)
+    assert (be.run_with_context(x, be.context(x)) - ref).abs().max().item() < 5e-3
+    assert sorted(tk.builds) == ["context", "tile"]
+
+
 def test_context_arity_is_computed_once(tmp_path, irnet, monkeypatch):
     from hdrvideo.backends import onnx_export
 

@@ -544,6 +544,7 @@ class TensorRTBackend:
         max_size: tuple[int, int] | None = None,
         input_size: tuple[int, int] | None = None,
         tile: int = 0,
+        two_part: bool = False,
         cache_dir: str | os.PathLike[str] | None = None,
         options: BuilderOptions | None = None,
         rebuild: bool = False,
@@ -565,6 +566,8 @@ class TensorRTBackend:
         self.batch = int(batch or 1)
         self.max_size = max_size
         self.tile = int(tile or 0)
+        #: frames run as context + tile engines even untiled (temporally smoothed statistics)
+        self.two_part = bool(two_part)
         self.rebuild = rebuild
         self.fp16 = fp16
         self.options = options or BuilderOptions()
@@ -631,6 +634,8 @@ class TensorRTBackend:
             if self.context_arity == 0:
                 return [("full", tile)]
             return [("context", (w, h)), ("tile", tile)]
+        if self.two_part and self.context_arity:
+            return [("context", (w, h)), ("tile", (w, h))]
         return [("full", (w, h))]
 
     def shapes(self, kind: str, batch: int, size: tuple[int, int]) -> dict[str, Shape]:

@@ -60,7 +60,7 @@ def build_processor(
     if getattr(model, "scale", preset.scale) != preset.scale:
         raise WeightsMissingError(f"preset {preset.name!r}: model scale {model.scale} != preset scale {preset.scale}")
     opts = {"batch": preset.batch, "tile": preset.tile, **({"input_size": input_size} if input_size else {}),
-            **backend_options}
+            "two_part": bool(temporal_frames), **backend_options}
     be = create_backend(backend, model, device=device, **opts)
     from .temporal import TemporalContext
 
