@@ -350,13 +350,15 @@ def input_notices(info: MediaInfo, video: VideoInfo, preset: Preset, options: Co
 # --------------------------------------------------------------------------------------
 
 #: Working memory of one frame of a batch on the processing device, in bytes: float32 copies of
-#: the colour path (R'G'B', the chain, 4:2:0 packing, light levels) per output pixel, and a
-#: network's activations per input pixel (or per tile pixel when tiled). Measured on CPU with
-#: torch and ONNX Runtime (peak RSS at batch 1 and 16–32, 320×180 input): classical 128 B per
-#: output pixel; IRNet-2 1.9–3.2 kB, IRNet-5 ×2 4.0–8.2 kB, IRNet-5 ×4 5.5 kB, GPGMNet ×4 9.6 kB
-#: per input pixel — rounded up, the same figure for every network.
+#: the colour path (R'G'B', the chain, 4:2:0 packing, light levels) per output pixel (measured
+#: on CPU, peak RSS at batch 1 and 16–32, 320×180 input: 128 B, rounded up). A network needs
+#: its architecture's working memory per input pixel (``ArchSpec.bytes_per_pixel``) for a whole
+#: frame; frames that would exceed ``--memory-limit`` run in tiles within it
+#: (:class:`~hdrvideo.processors.neural.NeuralProcessor`), and then each frame of the batch
+#: only keeps its whole-frame statistics pass (IRNet: two 64-channel float32 maps, measured
+#: ≈ 1 kB per input pixel) and the tile blend's accumulators (16 B per output pixel).
 COLOUR_BYTES_PER_OUTPUT_PIXEL = 160
-NETWORK_BYTES_PER_INPUT_PIXEL = 10_000
+TILED_NETWORK_BYTES_PER_INPUT_PIXEL = 1100
 #: At most this much RAM (and a quarter of what is available) goes to batching.
 RAM_BUDGET_CAP = 2 << 30
 #: At most this fraction of the free GPU memory goes to batching.
@@ -368,7 +370,9 @@ def frame_memory(video: VideoInfo, out_size: tuple[int, int], preset: Preset, qu
 
     Host: the decoder's pooled plane buffers (``queue_size + 2`` batches) and the packed 10-bit
     planes waiting for the encoder (as many). Device: :data:`COLOUR_BYTES_PER_OUTPUT_PIXEL` and,
-    for networks, :data:`NETWORK_BYTES_PER_INPUT_PIXEL`.
+    for networks, the smaller of the whole-frame working memory and what a tiled frame keeps
+    (:data:`TILED_NETWORK_BYTES_PER_INPUT_PIXEL`; the tiles themselves stay within the fixed
+    ``--memory-limit``, whatever the batch).
     """
     from .media.decode import layout_for
 
@@ -380,8 +384,12 @@ def frame_memory(video: VideoInfo, out_size: tuple[int, int], preset: Preset, qu
     if preset.tile:
         net_px = min(net_px, preset.tile * preset.tile)
     device = out_px * COLOUR_BYTES_PER_OUTPUT_PIXEL
-    if preset.processor == "neural":
-        device += net_px * NETWORK_BYTES_PER_INPUT_PIXEL
+    if preset.processor == "neural" and preset.model is not None:
+        from .models import get_spec
+
+        whole = net_px * get_spec(preset.model.arch).bytes_per_pixel
+        tiled = net_px * TILED_NETWORK_BYTES_PER_INPUT_PIXEL + out_px * 16
+        device += min(whole, tiled)
     return host, device
 
 
