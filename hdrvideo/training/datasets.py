@@ -228,11 +228,12 @@ def sample_batch(
     """Batch ``step`` of a run: (SDR (B,3,p,p) float [0,1], HDR (B,3,sp,sp) float [0,1]).
 
     ``patch`` is the LR (input) patch size; a pure function of ``(seed, step)``. ``film``: a
-    :class:`~hdrvideo.training.film.FilmAugment` (fades, black, bars, grain) applied per sample.
+    :class:`~hdrvideo.training.film.FilmAugment` (fades, black, bars, grain) applied per sample;
+    then a third tensor is returned, the inputs whose image statistics the network is to use.
     """
     rng = np.random.default_rng([int(seed), int(step), 7919])
     s = source.scale
-    xs, ys = [], []
+    xs, ys, cs = [], [], []
     for _ in range(batch):
         i = int(rng.integers(len(source)))
         k = int(rng.integers(source.variants(i)))
@@ -247,9 +248,12 @@ def sample_batch(
         if film is not None:
             from .film import film_augment
 
-            x, y = film_augment(x, y, s, rng, film)
+            x, y, c = film_augment(x, y, s, rng, film)
+            cs.append(c)
         xs.append(x)
         ys.append(y)
+    if film is not None:
+        return torch.stack(xs), torch.stack(ys), torch.stack(cs)
     return torch.stack(xs), torch.stack(ys)
 
 

@@ -40,16 +40,19 @@ __all__ = ["FilmAugment", "film_augment", "Clip", "film_clips", "ClipResult", "m
 class FilmAugment:
     """Probabilities and ranges of :func:`film_augment` (one draw per training sample)."""
 
-    fade: float = 0.30  # scale the SDR signal by α ∈ [fade_min, 1] (log-uniform)
+    fade: float = 0.40  # scale the SDR signal by α ∈ [fade_min, 1] (log-uniform)
     fade_min: float = 0.01
-    black: float = 0.04  # an all-black frame
+    black: float = 0.05  # an all-black frame
     bars: float = 0.15  # letterbox or pillarbox bars of 1/16–1/4 of the frame
-    grain: float = 0.25  # Gaussian grain of σ ∈ grain_sigma 8-bit codes on the SDR only
-    grain_sigma: tuple[float, float] = (0.5, 4.0)
+    grain: float = 0.40  # Gaussian grain of σ ∈ grain_sigma 8-bit codes on the SDR only
+    grain_sigma: tuple[float, float] = (1.0, 4.0)
+    #: the image statistics come from the same picture at another exposure (what temporally
+    #: smoothed statistics are during a fade): the output must follow the input, not them
+    context_mismatch: float = 0.5
 
     @property
     def active(self) -> bool:
-        return any(p > 0 for p in (self.fade, self.black, self.bars, self.grain))
+        return any(p > 0 for p in (self.fade, self.black, self.bars, self.grain, self.context_mismatch))
 
 
 def _quantize8(x: Tensor) -> Tensor:
@@ -57,37 +60,53 @@ def _quantize8(x: Tensor) -> Tensor:
 
 
 def film_augment(sdr: Tensor, hdr: Tensor, scale: int, rng: np.random.Generator,
-                 cfg: FilmAugment = FilmAugment()) -> tuple[Tensor, Tensor]:
+                 cfg: FilmAugment = FilmAugment()) -> tuple[Tensor, Tensor, Tensor]:
     """Augment one pair: ``sdr`` (3,h,w) BT.709 R'G'B' in [0,1] (8-bit values), ``hdr``
-    (3,s·h,s·w) PQ BT.2020 R'G'B' in [0,1]. Returns new tensors; a pure function of ``rng``."""
+    (3,s·h,s·w) PQ BT.2020 R'G'B' in [0,1]. Returns (input, target, context input): the
+    network is to be run on the input with the image statistics of the context input, which is
+    the input itself or (``context_mismatch``) the same picture at another exposure, without
+    grain. A pure function of ``rng``."""
     sdr, hdr = sdr.float(), hdr.float()
     h, w = sdr.shape[-2:]
+    clean = sdr
+    if rng.random() < cfg.context_mismatch:
+        beta = math.exp(rng.uniform(math.log(cfg.fade_min), 0.0))
+        ctx = _quantize8(clean * beta)
+    else:
+        ctx = None
     if rng.random() < cfg.black:
-        return torch.zeros_like(sdr), torch.zeros_like(hdr)
-    if rng.random() < cfg.fade:
+        sdr, hdr = torch.zeros_like(sdr), torch.zeros_like(hdr)
+    elif rng.random() < cfg.fade:
         alpha = math.exp(rng.uniform(math.log(cfg.fade_min), 0.0))
         sdr = _quantize8(sdr * alpha)
         # BT.1886 (γ 2.4, black 0): display light scales by α^2.4; the target follows it
         hdr = colour.pq_encode(colour.pq_decode(hdr) * alpha**2.4).clamp(0.0, 1.0)
     if rng.random() < cfg.bars:
+        sdr, hdr = sdr.clone(), hdr.clone()
+        ctx = None if ctx is None else ctx.clone()
         if rng.random() < 0.5:  # letterbox: bars on top and bottom
             t = int(rng.integers(max(1, h // 16), max(2, h // 4) + 1))
-            sdr[:, :t] = 0.0
-            sdr[:, h - t:] = 0.0
-            hdr[:, : t * scale] = 0.0
-            hdr[:, (h - t) * scale:] = 0.0
+            rows = [slice(0, t), slice(h - t, h)]
+            for r in rows:
+                sdr[:, r] = 0.0
+                hdr[:, r.start * scale: r.stop * scale] = 0.0
+                if ctx is not None:
+                    ctx[:, r] = 0.0
         else:  # pillarbox
             t = int(rng.integers(max(1, w // 16), max(2, w // 4) + 1))
-            sdr[..., :t] = 0.0
-            sdr[..., w - t:] = 0.0
-            hdr[..., : t * scale] = 0.0
-            hdr[..., (w - t) * scale:] = 0.0
+            for c in (slice(0, t), slice(w - t, w)):
+                sdr[..., c] = 0.0
+                hdr[..., c.start * scale: c.stop * scale] = 0.0
+                if ctx is not None:
+                    ctx[..., c] = 0.0
+    if ctx is None:
+        ctx = sdr  # the input's own statistics (taken before any grain, as smoothing would)
     if rng.random() < cfg.grain:
         sigma = rng.uniform(*cfg.grain_sigma) / 255.0
         g = torch.from_numpy(rng.standard_normal((1, h, w)).astype(np.float32)) * sigma
         c = torch.from_numpy(rng.standard_normal((3, h, w)).astype(np.float32)) * (sigma * 0.3)
         sdr = _quantize8(sdr + g + c)
-    return sdr, hdr
+    return sdr, hdr, ctx
 
 
 # --------------------------------------------------------------------------------------

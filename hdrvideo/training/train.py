@@ -298,10 +298,13 @@ def train(
         film = FilmAugment()
     try:
         while step < cfg.steps:
-            x, y = sample_batch(source, step, cfg.batch, cfg.patch, seed=cfg.seed, film=film)
-            x, y = x.to(device), y.to(device)
+            batch = sample_batch(source, step, cfg.batch, cfg.patch, seed=cfg.seed, film=film)
+            x, y = batch[0].to(device), batch[1].to(device)
             torch.manual_seed(cfg.seed * 1_000_003 + step)
-            pred = model(x)
+            if film is not None:  # statistics from the context inputs (another exposure at times)
+                pred = model(x, context=model.global_context(batch[2].to(device)))
+            else:
+                pred = model(x)
             loss = (pred - y).abs().mean()
             opt.zero_grad(set_to_none=True)
             loss.backward()
