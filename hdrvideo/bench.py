@@ -152,7 +152,7 @@ def run_bench(
     from .media.probe import probe, require_sdr_video
     from .media.sample import write_clip
     from .pipeline import ConvertOptions, LightMeter, Pipeline
-    from .stages import HDR, Frames, ProcessStage, build_chain
+    from .stages import HDR, Deband, Frames, ProcessorStage, ProcessStage, SceneCuts, build_chain
     from .presets import find_weights, load_preset, output_size
     from .processors import build_processor
 
@@ -266,7 +266,8 @@ def run_bench(
 
         # ---- model (warm) -----------------------------------------------------------------
         # the chain after the processor (fit into the output size, peak roll-off) counts as colour/pack
-        post = build_chain(processor, (out_w, out_h), p.mastering.max_luminance)[1:]
+        post = [s for s in build_chain(processor, (out_w, out_h), p.mastering.max_luminance)
+                if not isinstance(s, (ProcessorStage, SceneCuts, Deband))]
         stage = ProcessStage(post, dec.layout, video, dev, p.encode.chroma_siting, measure=False)
 
         def pack(hdr):

@@ -324,10 +324,11 @@ def iter_bars(results: dict[str, list[ClipResult]]) -> Iterator[tuple[str, float
 
 
 def chain_runner(preset, weights: str | None = None, backend: str = "torch", device: str = "cpu",
-                 temporal: str = "auto", fps: float = 24.0):
+                 temporal: str = "auto", fps: float = 24.0, deband: bool = True):
     """(process(frames, cuts) → PQ output, scale) running ``preset`` through the conversion's
-    own device chain (:func:`hdrvideo.stages.build_chain`: scene cuts, processor with its
-    temporal smoothing, peak roll-off), on float R'G'B' (no 10-bit packing)."""
+    own device chain (:func:`hdrvideo.stages.build_chain`: scene cuts, deband, processor with
+    its temporal smoothing, dither, peak roll-off), on float R'G'B' (no 10-bit packing)."""
+    from ..dequantize import code_step
     from ..processors import build_processor
     from ..processors.temporal import DEFAULT_TIME_CONSTANT_S
     from ..stages import SDR, Frames, build_chain
@@ -339,10 +340,12 @@ def chain_runner(preset, weights: str | None = None, backend: str = "torch", dev
     def process(x: Tensor, cuts: list[bool]) -> Tensor:
         h, w = x.shape[-2:]
         if "chain" not in state or state["size"] != (h, w):
+            # as a conversion of an 8-bit source: deband on (the clips hold full-range 8-bit codes)
             state["chain"] = build_chain(processor, (w * preset.scale, h * preset.scale),
-                                         preset.mastering.max_luminance)
+                                         preset.mastering.max_luminance, sdr_white=preset.sdr_white,
+                                         deband_step=code_step(8, True) if deband else None)
             state["size"] = (h, w)
-        f = Frames(x.to(processor.device), list(range(x.shape[0])), SDR, list(cuts))
+        f = Frames(x.to(processor.device).clone(), list(range(x.shape[0])), SDR, list(cuts))
         with torch.inference_mode():
             for stage in state["chain"]:
                 f = stage(f)
