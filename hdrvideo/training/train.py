@@ -135,10 +135,12 @@ def _decode(obj: Any, tensors: dict[str, torch.Tensor]) -> Any:
     return obj
 
 
-def save_checkpoint(state: dict[str, Any], path: str | Path) -> None:
+def save_checkpoint(state: dict[str, Any], path: str | Path, model_metadata: dict[str, str] | None = None) -> None:
     """Write a training state (nested dicts/lists of tensors and plain values) atomically as one
     safetensors file: the tensors, keyed by their path (``model/<name>``, ``optimizer/state/…``),
-    and the rest as JSON in the header metadata. Loading it runs no code (no pickle)."""
+    and the rest as JSON in the header metadata. Loading it runs no code (no pickle).
+    ``model_metadata`` (arch, padding_mode, …) is stored beside, so the checkpoint also loads
+    as weights with the model's settings."""
     from safetensors.torch import save_file
 
     from ..models.weights import CHECKPOINT_FORMAT
@@ -147,7 +149,8 @@ def save_checkpoint(state: dict[str, Any], path: str | Path) -> None:
     skeleton = {k: _encode(v, tensors, k) for k, v in state.items()}
     path = Path(path)
     tmp = path.with_name(path.name + ".tmp")
-    save_file(tensors, str(tmp), metadata={"format": CHECKPOINT_FORMAT, "state": json.dumps(skeleton)})
+    meta = {**(model_metadata or {}), "format": CHECKPOINT_FORMAT, "state": json.dumps(skeleton)}
+    save_file(tensors, str(tmp), metadata=meta)
     os.replace(tmp, path)
 
 
@@ -271,6 +274,8 @@ def train(
                 "warm_started": copied,
             },
             out / CHECKPOINT,
+            model_metadata={"arch": cfg.arch, "scale": str(model.scale), "colour_domain": model.colour_domain,
+                            "padding_mode": model.padding_mode, **getattr(model, "required_metadata", {})},
         )
 
     log = open(out / "log.jsonl", "a")
