@@ -44,7 +44,7 @@ class FilmAugment:
     fade_min: float = 0.01
     black: float = 0.05  # an all-black frame
     bars: float = 0.15  # letterbox or pillarbox bars of 1/16–1/4 of the frame
-    grain: float = 0.40  # Gaussian grain of σ ∈ grain_sigma 8-bit codes on the SDR only
+    grain: float = 0.50  # Gaussian grain of σ ∈ grain_sigma 8-bit codes on the SDR only
     grain_sigma: tuple[float, float] = (1.0, 4.0)
     #: the image statistics come from the same picture at another exposure (what temporally
     #: smoothed statistics are during a fade): the output must follow the input, not them

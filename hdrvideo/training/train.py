@@ -368,7 +368,7 @@ def train(
             "data": str(cfg.data or cfg.synth),
             "wall_time_s": f"{elapsed:.0f}",
             "loss": "L1 on PQ BT.2020 R'G'B'",
-            "film_augment": str(cfg.film_augment).lower(),
+            "film_augment": json.dumps(asdict(film)) if film is not None else "none",
             "synth_key_nits": f"{cfg.synth_key_nits[0]:g}-{cfg.synth_key_nits[1]:g}",
         }
         save_weights(model.cpu(), str(weights), metadata=meta)
