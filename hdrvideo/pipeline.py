@@ -176,6 +176,8 @@ class Report:
     #: how the input's colour was read: {"matrix": "bt601 (guessed)", "primaries": …, "range": …}
     input_colour: dict[str, str] = field(default_factory=dict)
     crop: str = ""  # the crop applied, W:H:X:Y ("" = none)
+    #: MaxCLL as measured, before the cap at the mastering peak (encoder overshoot); 0 = unknown
+    max_cll_measured: int = 0
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -1092,11 +1094,20 @@ class Pipeline:
                 raise hdrvideo_errors.EncoderError(
                     f"light metering decoded {meter.frames} of {frames} encoded frames")
             light = {"max": meter.max_cll, "fall": meter.max_fall}
-        # MaxCLL/MaxFALL: integers rounded up, so no value understates the content.
+        # MaxCLL/MaxFALL: integers rounded up, so no value understates the content — up to the
+        # mastering display's peak. The chain rolls the content off to that peak; what a decoder
+        # shows above it is the encoder's ringing around highlights (tens of per cent around
+        # small sharp ones at ordinary CRFs), which a display maps as the peak. So the values
+        # written are capped at the peak, and the report keeps the measured ones.
         mastering = plan.mastering
+        measured_cll = int(math.ceil(light["max"] - 1e-6))
+        peak = int(math.floor(mastering.max_luminance))
+        if measured_cll > peak:
+            log.info("decoded MaxCLL %d cd/m² is above the %d cd/m² mastering peak (encoder overshoot around "
+                     "highlights); MaxCLL is written as the peak", measured_cll, peak)
         meta = MasteringMetadata(mastering.primaries, mastering.max_luminance, mastering.min_luminance,
-                                 max_cll=int(math.ceil(light["max"] - 1e-6)),
-                                 max_fall=int(math.ceil(light["fall"] - 1e-6)))
+                                 max_cll=min(measured_cll, peak),
+                                 max_fall=min(int(math.ceil(light["fall"] - 1e-6)), peak))
         tb = plan.time_base or video.time_base
         first_pts = state["first_pts"]
         t0_video = Fraction(video.start_time).limit_denominator(10**9)
@@ -1127,7 +1138,7 @@ class Pipeline:
             encoder=preset.encode.encoder, frames=frames, seconds=round(seconds, 3),
             fps=round(frames / seconds, 3) if seconds > 0 else 0.0,
             input_size=(video.width, video.height), output_size=plan.out_size,
-            max_cll=meta.max_cll, max_fall=meta.max_fall,
+            max_cll=meta.max_cll, max_fall=meta.max_fall, max_cll_measured=measured_cll,
             stage_seconds={k: round(v, 3) for k, v in self._busy.items()},
             warnings=warnings, streams_copied=mux.copied,
             peak_rss_mb=round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),

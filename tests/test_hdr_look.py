@@ -231,3 +231,19 @@ def test_eval_compares_with_libplacebo(tmp_path):
     raw = C.pq_decode(libplacebo.inverse_tone_map(white).double())
     assert float(raw.min()) > 5000.0
     assert float(C.pq_decode(libplacebo.inverse_tone_map(white, peak=1000.0).double()).max()) <= 1000.0 + 1e-3
+
+
+def test_encoder_overshoot_is_capped_at_the_mastering_peak(tmp_path):
+    """1-pixel white lines on black, expanded to a 600 cd/m² peak: x265 rings far above the peak
+    around them (the report keeps the measured value), MaxCLL is written as the peak."""
+    frames = []
+    for i in range(3):
+        y = np.full((64, 128), 16, np.uint8)
+        y[8 + 4 * i: 60: 12, 8:120] = 235
+        frames.append((y, np.full((32, 64), 128, np.uint8), np.full((32, 64), 128, np.uint8)))
+    src = write_planes_clip(tmp_path / "lines.mkv", frames)
+    out = tmp_path / "lines.hdr10.mkv"
+    report = hdrvideo.convert(src, out, preset="hdr-expand", peak_nits=600, crf=18, x265_preset="ultrafast")
+    assert report.max_cll_measured > 600 >= report.max_cll >= 570
+    h = probe(out).hdr10
+    assert h["mastering_max_luminance"] == pytest.approx(600.0) and h["max_cll"] == report.max_cll

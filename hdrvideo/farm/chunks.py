@@ -667,7 +667,9 @@ def convert_chunked(
         input=info.path, output=dst, preset=first["preset"], processor=first["processor"], encoder=first["encoder"],
         frames=frames, seconds=round(seconds, 3), fps=round(frames / seconds, 3) if seconds > 0 else 0.0,
         input_size=(video.width, video.height), output_size=tuple(first["output_size"]),  # type: ignore[arg-type]
-        max_cll=meta.max_cll, max_fall=meta.max_fall, stage_seconds={k: round(v, 3) for k, v in stages.items()},
+        max_cll=meta.max_cll, max_fall=meta.max_fall,
+        max_cll_measured=max(int(r.get("max_cll_measured") or r["max_cll"]) for r in reports),
+        stage_seconds={k: round(v, 3) for k, v in stages.items()},
         warnings=warnings, streams_copied=mux.copied,
         peak_rss_mb=round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
         input_colour=first.get("input_colour", {}),
