@@ -48,6 +48,23 @@ def _default_cache(kind: str, photos: Path, seed: int) -> Path:
     return Path(user_cache_dir("hdrvideo")) / "synth" / f"{kind}-{h}-s{seed}"
 
 
+def _film_params(text: str | None) -> dict:
+    if not text:
+        return {}
+    import dataclasses
+
+    from .film import FilmAugment
+
+    try:
+        params = json.loads(text)
+        FilmAugment(**params)
+        if not isinstance(params, dict) or not {f.name for f in dataclasses.fields(FilmAugment)} >= set(params):
+            raise TypeError
+    except (ValueError, TypeError):
+        raise InputError(f"--film-params must be a JSON object of FilmAugment fields, not {text!r}") from None
+    return params
+
+
 def train_command(
     arch: Annotated[str, typer.Option("--arch", help="architecture: irnet-2, irnet-5-x2, irnet-5-x4, gpgmnet-x4, …")],
     out: Annotated[Path, typer.Option("--out", help="run directory (checkpoint.safetensors, log.jsonl, <arch>.safetensors)")],
@@ -74,6 +91,7 @@ def train_command(
     checkpoint_every: Annotated[int, typer.Option("--checkpoint-every", min=1)] = 200,
     quiet: Annotated[bool, typer.Option("--quiet", help="no progress bar")] = False,
     film: Annotated[bool, typer.Option("--film/--no-film", help="film augmentation: fades, black frames, bars, grain")] = False,
+    film_params: Annotated[Optional[str], typer.Option("--film-params", help='JSON overrides of the film augmentation, e.g. \'{"grain": 0.6}\'')] = None,
     padding: Annotated[str, typer.Option("--padding", help="convolution border padding: zeros (papers) or replicate")] = "zeros",
     key_nits: Annotated[str, typer.Option("--key-nits", help="exposure key range of synthetic HDR grades, cd/m² (LO-HI)")] = "18-32",
 ) -> None:
@@ -123,6 +141,7 @@ def train_command(
         checkpoint_every=checkpoint_every,
         init=str(init) if init else None,
         film_augment=film,
+        film_params=_film_params(film_params),
         padding_mode=padding,
         synth_key_nits=(lo, hi),
     )

@@ -70,6 +70,8 @@ class TrainConfig:
     synth_key_nits: tuple[float, float] = (18.0, 32.0)
     #: film augmentation (fades, black frames, bars, grain; :mod:`hdrvideo.training.film`)
     film_augment: bool = False
+    #: overrides of :class:`~hdrvideo.training.film.FilmAugment`'s probabilities and ranges
+    film_params: dict = field(default_factory=dict)
     #: convolution border padding of the model ("zeros" as the papers, "replicate")
     padding_mode: str = "zeros"
     extra: dict = field(default_factory=dict)
@@ -300,7 +302,7 @@ def train(
     if cfg.film_augment:
         from .film import FilmAugment
 
-        film = FilmAugment()
+        film = FilmAugment(**{k: tuple(v) if isinstance(v, list) else v for k, v in cfg.film_params.items()})
     try:
         while step < cfg.steps:
             batch = sample_batch(source, step, cfg.batch, cfg.patch, seed=cfg.seed, film=film)
