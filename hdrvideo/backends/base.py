@@ -43,3 +43,25 @@ def tile_margin(model, overlap: int) -> float | None:
         return None
     radius = float(getattr(model, "receptive_radius", overlap / 4))
     return max(0.0, min(radius, overlap / 2 - 1.0))
+
+
+def whole_or_tiled(fn, x: Tensor, model, tile: int, overlap: int) -> Tensor:
+    """``fn`` (a graph with fixed statistics) on the whole frame, or on blended tiles of
+    ``tile`` input pixels when the frame is larger (:func:`~hdrvideo.processors.tiling.tiled_forward`)."""
+    h, w = x.shape[-2:]
+    if not tile or (h <= tile and w <= tile):
+        return fn(x)
+    from ..processors.tiling import tiled_forward
+
+    return tiled_forward(fn, x, int(getattr(model, "scale", 1)), tile, overlap, margin=tile_margin(model, overlap))
+
+
+class TwoPartRunner:
+    """``run_tiled`` of a backend with ``context`` and ``run_with_context``: exact tiles, the
+    statistics computed once on the whole frame."""
+
+    def run_tiled(self, x: Tensor, tile: int, overlap: int) -> Tensor:
+        h, w = x.shape[-2:]
+        if h <= tile and w <= tile:
+            return self.run(x)
+        return self.run_with_context(x, self.context(x), tile, overlap)

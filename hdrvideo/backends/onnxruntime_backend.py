@@ -26,7 +26,7 @@ import torch
 from torch import Tensor, nn
 
 from ..errors import BackendError
-from .base import tile_margin
+from .base import TwoPartRunner, whole_or_tiled
 
 __all__ = ["OnnxRuntimeBackend", "ort_available", "gpu_providers_available"]
 
@@ -62,7 +62,7 @@ def gpu_providers_available() -> list[str]:
     return [p for p in ort.get_available_providers() if p in _GPU_PROVIDERS]
 
 
-class OnnxRuntimeBackend:
+class OnnxRuntimeBackend(TwoPartRunner):
     """Runs an exported graph with ONNX Runtime; see the module docstring."""
 
     name = "onnxruntime"
@@ -216,7 +216,6 @@ class OnnxRuntimeBackend:
     @torch.inference_mode()
     def run_with_context(self, x: Tensor, context: tuple[Tensor, ...] | None, tile: int = 0, overlap: int = 16) -> Tensor:
         """The tile graph with fixed statistics, on the whole frame or in blended tiles."""
-        from ..processors.tiling import tiled_forward
 
         if context is None:
             fn = self.run
@@ -229,17 +228,8 @@ class OnnxRuntimeBackend:
                 (y,) = self._run_session(tile_sess, {"x": t, **feeds_ctx}, {"y": (n, 3, th * self.scale, tw * self.scale)})
                 return y.to(device=t.device if not self.on_gpu else self.device, dtype=t.dtype)
 
-        h, w = x.shape[-2:]
-        if not tile or (h <= tile and w <= tile):
-            return fn(x)
-        return tiled_forward(fn, x, self.scale, tile, overlap, margin=tile_margin(self.model, overlap))
+        return whole_or_tiled(fn, x, self.model, tile, overlap)
 
-    def run_tiled(self, x: Tensor, tile: int, overlap: int) -> Tensor:
-        """Tiled inference with the image-level statistics computed once on the whole frame."""
-        h, w = x.shape[-2:]
-        if h <= tile and w <= tile:
-            return self.run(x)
-        return self.run_with_context(x, self.context(x), tile, overlap)
 
     def describe(self) -> str:
         prec = "FP16 graph" if self.fp16 else "FP32"

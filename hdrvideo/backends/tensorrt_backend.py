@@ -63,7 +63,7 @@ import torch
 from torch import Tensor, nn
 
 from ..errors import BackendError
-from .base import tile_margin
+from .base import TwoPartRunner, whole_or_tiled
 from .engine_cache import EngineCache
 
 __all__ = [
@@ -524,7 +524,7 @@ class TrtRunner:
 # --------------------------------------------------------------------------------------
 
 
-class TensorRTBackend:
+class TensorRTBackend(TwoPartRunner):
     """FP16 TensorRT engines of a model, cached on disk; see the module docstring.
 
     ``input_size`` (W, H) and ``batch``: the frames the backend will see. Given them, the engines
@@ -720,7 +720,6 @@ class TensorRTBackend:
     @torch.inference_mode()
     def run_with_context(self, x: Tensor, context: tuple[Tensor, ...] | None, tile: int = 0, overlap: int = 16) -> Tensor:
         """The tile engine with fixed statistics, on the whole frame or in blended tiles."""
-        from ..processors.tiling import tiled_forward
 
         with device_scope(self.device):
             x = x.to(self.device, non_blocking=True)
@@ -733,14 +732,5 @@ class TensorRTBackend:
                     shapes = {"x": tuple(t.shape), **{k: tuple(v.shape) for k, v in ctx.items()}}
                     return self.runner("tile", shapes)({"x": t, **ctx})["y"].to(t.dtype)
 
-            h, w = x.shape[-2:]
-            if not tile or (h <= tile and w <= tile):
-                return fn(x)
-            return tiled_forward(fn, x, self.scale, tile, overlap, margin=tile_margin(self.model, overlap))
+            return whole_or_tiled(fn, x, self.model, tile, overlap)
 
-    def run_tiled(self, x: Tensor, tile: int, overlap: int) -> Tensor:
-        """Exact tiling: context engine on the whole frame, tile engine on every tile."""
-        h, w = x.shape[-2:]
-        if h <= tile and w <= tile:
-            return self.run(x)
-        return self.run_with_context(x, self.context(x), tile, overlap)

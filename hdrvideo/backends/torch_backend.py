@@ -31,7 +31,7 @@ from typing import Any, Callable
 import torch
 from torch import Tensor, nn
 
-from .base import Context, tile_margin
+from .base import Context, TwoPartRunner, whole_or_tiled
 
 log = logging.getLogger(__name__)
 
@@ -114,7 +114,7 @@ def _cudnn_benchmark(on: bool):
         torch.backends.cudnn.benchmark = before
 
 
-class TorchBackend:
+class TorchBackend(TwoPartRunner):
     name = "torch"
 
     def __init__(
@@ -232,7 +232,6 @@ class TorchBackend:
     @torch.inference_mode()
     def run_with_context(self, x: Tensor, context: Context, tile: int = 0, overlap: int = 16) -> Tensor:
         """The model with fixed statistics (kept in FP32), on the whole frame or in blended tiles."""
-        from ..processors.tiling import tiled_forward
 
         xp = self._prepare(x)
         if context is None:
@@ -246,11 +245,5 @@ class TorchBackend:
                     t = t.contiguous(memory_format=torch.channels_last)
                 return self._call("tile", t, *ctx)
 
-        h, w = x.shape[-2:]
-        if not tile or (h <= tile and w <= tile):
-            return fn(xp).to(x.dtype)
-        return tiled_forward(fn, xp, self.model.scale, tile, overlap, margin=tile_margin(self.model, overlap)).to(x.dtype)
+        return whole_or_tiled(fn, xp, self.model, tile, overlap).to(x.dtype)
 
-    def run_tiled(self, x: Tensor, tile: int, overlap: int) -> Tensor:
-        """Tiles with the model's global statistics computed once on the whole frame."""
-        return self.run_with_context(x, self.context(x), tile, overlap)
