@@ -216,7 +216,6 @@ class OnnxRuntimeBackend(TwoPartRunner):
     @torch.inference_mode()
     def run_with_context(self, x: Tensor, context: tuple[Tensor, ...] | None, tile: int = 0, overlap: int = 16) -> Tensor:
         """The tile graph with fixed statistics, on the whole frame or in blended tiles."""
-
         if context is None:
             fn = self.run
         else:

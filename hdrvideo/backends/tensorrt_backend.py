@@ -720,7 +720,6 @@ class TensorRTBackend(TwoPartRunner):
     @torch.inference_mode()
     def run_with_context(self, x: Tensor, context: tuple[Tensor, ...] | None, tile: int = 0, overlap: int = 16) -> Tensor:
         """The tile engine with fixed statistics, on the whole frame or in blended tiles."""
-
         with device_scope(self.device):
             x = x.to(self.device, non_blocking=True)
             if context is None:

@@ -232,7 +232,6 @@ class TorchBackend(TwoPartRunner):
     @torch.inference_mode()
     def run_with_context(self, x: Tensor, context: Context, tile: int = 0, overlap: int = 16) -> Tensor:
         """The model with fixed statistics (kept in FP32), on the whole frame or in blended tiles."""
-
         xp = self._prepare(x)
         if context is None:
             def fn(t: Tensor) -> Tensor:
