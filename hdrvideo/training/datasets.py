@@ -229,11 +229,12 @@ def sample_batch(
 
     ``patch`` is the LR (input) patch size; a pure function of ``(seed, step)``. ``film``: a
     :class:`~hdrvideo.training.film.FilmAugment` (fades, black, bars, grain) applied per sample;
-    then a third tensor is returned, the inputs whose image statistics the network is to use.
+    then the inputs whose image statistics the network is to use and the inputs with a second
+    grain draw are returned too.
     """
     rng = np.random.default_rng([int(seed), int(step), 7919])
     s = source.scale
-    xs, ys, cs = [], [], []
+    xs, ys, cs, x2s = [], [], [], []
     for _ in range(batch):
         i = int(rng.integers(len(source)))
         k = int(rng.integers(source.variants(i)))
@@ -248,12 +249,13 @@ def sample_batch(
         if film is not None:
             from .film import film_augment
 
-            x, y, c = film_augment(x, y, s, rng, film)
+            x, y, c, x2 = film_augment(x, y, s, rng, film)
             cs.append(c)
+            x2s.append(x2)
         xs.append(x)
         ys.append(y)
     if film is not None:
-        return torch.stack(xs), torch.stack(ys), torch.stack(cs)
+        return torch.stack(xs), torch.stack(ys), torch.stack(cs), torch.stack(x2s)
     return torch.stack(xs), torch.stack(ys)
 
 

@@ -49,6 +49,9 @@ class FilmAugment:
     #: the image statistics come from the same picture at another exposure (what temporally
     #: smoothed statistics are during a fade): the output must follow the input, not them
     context_mismatch: float = 0.5
+    #: weight of the grain-stability loss: the outputs for two grain draws on the same picture
+    #: must agree (static grain must not flicker more than the classical mapping's)
+    stability: float = 0.0
 
     @property
     def active(self) -> bool:
@@ -60,12 +63,13 @@ def _quantize8(x: Tensor) -> Tensor:
 
 
 def film_augment(sdr: Tensor, hdr: Tensor, scale: int, rng: np.random.Generator,
-                 cfg: FilmAugment = FilmAugment()) -> tuple[Tensor, Tensor, Tensor]:
+                 cfg: FilmAugment = FilmAugment()) -> tuple[Tensor, Tensor, Tensor, Tensor]:
     """Augment one pair: ``sdr`` (3,h,w) BT.709 R'G'B' in [0,1] (8-bit values), ``hdr``
-    (3,s·h,s·w) PQ BT.2020 R'G'B' in [0,1]. Returns (input, target, context input): the
-    network is to be run on the input with the image statistics of the context input, which is
-    the input itself or (``context_mismatch``) the same picture at another exposure, without
-    grain. A pure function of ``rng``."""
+    (3,s·h,s·w) PQ BT.2020 R'G'B' in [0,1]. Returns (input, target, context input, second
+    input): the network is to be run on the input with the image statistics of the context
+    input, which is the input itself or (``context_mismatch``) the same picture at another
+    exposure, without grain; the second input is the input with another draw of its grain (the
+    input itself when it has none), for the stability loss. A pure function of ``rng``."""
     sdr, hdr = sdr.float(), hdr.float()
     h, w = sdr.shape[-2:]
     clean = sdr
@@ -101,12 +105,18 @@ def film_augment(sdr: Tensor, hdr: Tensor, scale: int, rng: np.random.Generator,
                     ctx[..., c] = 0.0
     if ctx is None:
         ctx = sdr  # the input's own statistics (taken before any grain, as smoothing would)
+    second = sdr
     if rng.random() < cfg.grain:
         sigma = rng.uniform(*cfg.grain_sigma) / 255.0
-        g = torch.from_numpy(rng.standard_normal((1, h, w)).astype(np.float32)) * sigma
-        c = torch.from_numpy(rng.standard_normal((3, h, w)).astype(np.float32)) * (sigma * 0.3)
-        sdr = _quantize8(sdr + g + c)
-    return sdr, hdr, ctx
+
+        def grainy() -> Tensor:
+            g = torch.from_numpy(rng.standard_normal((1, h, w)).astype(np.float32)) * sigma
+            c = torch.from_numpy(rng.standard_normal((3, h, w)).astype(np.float32)) * (sigma * 0.3)
+            return _quantize8(sdr + g + c)
+
+        sdr, second = grainy(), (grainy() if cfg.stability > 0 else None)
+        second = sdr if second is None else second
+    return sdr, hdr, ctx, second
 
 
 # --------------------------------------------------------------------------------------

@@ -309,10 +309,15 @@ def train(
             x, y = batch[0].to(device), batch[1].to(device)
             torch.manual_seed(cfg.seed * 1_000_003 + step)
             if film is not None:  # statistics from the context inputs (another exposure at times)
-                pred = model(x, context=model.global_context(batch[2].to(device)))
+                ctx = model.global_context(batch[2].to(device))
+                pred = model(x, context=ctx)
+                loss = (pred - y).abs().mean()
+                if film.stability > 0:  # two grain draws of one picture must give one output
+                    pred2 = model(batch[3].to(device), context=ctx)
+                    loss = loss + film.stability * (pred - pred2).abs().mean()
             else:
                 pred = model(x)
-            loss = (pred - y).abs().mean()
+                loss = (pred - y).abs().mean()
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
