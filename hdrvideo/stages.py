@@ -133,7 +133,8 @@ class ProcessorStage:
 
     A processor output that is not finite (NaN or infinity: broken weights, FP16 overflow)
     stops the conversion with :class:`~hdrvideo.errors.ModelOutputError`; clamped and packed,
-    it would otherwise become flat video. One ``isfinite(x).all()`` reduction per batch.
+    it would otherwise become flat video. One sum per batch is the check; the exact count runs only
+    when it is not finite.
     """
 
     name = "processor"
@@ -146,10 +147,12 @@ class ProcessorStage:
             raise ValueError("the processor stage takes SDR frames")
         call = getattr(self.processor, "process", None)
         out = call(frames) if call is not None else self.processor(frames.rgb)
-        if not bool(torch.isfinite(out).all()):
+        # a NaN or an infinity anywhere makes the sum non-finite: one cheap reduction per batch
+        # (a finite sum that overflows only costs the exact count below, which then finds none)
+        bad = 0 if bool(torch.isfinite(out.sum())) else int((~torch.isfinite(out)).flatten(1).any(1).sum())
+        if bad:
             from .errors import ModelOutputError
 
-            bad = int((~torch.isfinite(out)).flatten(1).any(1).sum())
             raise ModelOutputError(
                 f"{getattr(self.processor, 'description', 'the processor')} produced non-finite values "
                 f"(NaN or infinity) in {bad} of {out.shape[0]} frame(s); stopped rather than write flat video "

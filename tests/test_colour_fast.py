@@ -74,10 +74,11 @@ def test_pq_upper_lut_is_never_below_the_eotf():
     e = np.concatenate([np.linspace(0, 1, 100_001), RNG.uniform(0, 1, 20000), [0.580688, 0.751827]])
     got = C.pq_eotf_upper_lut()(torch.tensor(e, dtype=torch.float64)).numpy()
     ref = colour.models.eotf_ST2084(e)
-    # the convex EOTF's chords lie above it; only float32 rounding (~1e-7 relative) can undercut
+    # each step holds the EOTF at its upper end; only float32 rounding (~1e-7 relative) can undercut
     assert np.all(got >= ref * (1 - 1e-6))
-    assert (got - ref).max() <= 0.01  # < 0.01 cd/m² above, the most near 10,000 cd/m²
-    assert np.abs(got - ref)[ref < 1000].max() <= 0.002
+    assert (got - ref).max() <= 2.5  # one step's rise, the most near 10,000 cd/m²
+    assert (got - ref)[ref <= 1000].max() <= 0.2
+    assert (got - ref)[ref <= 100].max() <= 0.02
 
 
 def test_bt2408_lut_matches_colour_science():
@@ -197,10 +198,11 @@ def test_light_level_of_planes_is_never_below_and_within_the_table_error():
     ]
     for planes in cases:
         (fmax, fmean), (emax, emean) = C.content_light_level_planes(*planes), _exact_light_level(*planes)
-        # never below; above only by the table's chords and a 2^-20 margin against float32 rounding
+        # never below; above only by one table step's rise and a 2^-20 margin against float32 rounding
         assert bool((fmax.double() >= emax).all()) and bool((fmean.double() >= emean).all())
-        assert bool((fmax.double() <= emax * (1 + 2e-5) + 0.01).all())
-        assert bool((fmean.double() <= emean * (1 + 2e-5) + 0.01).all())
+        step = torch.where(emax <= 1000, 0.2, 2.5)  # the step's rise: < 0.2 cd/m² up to 1,000
+        assert bool((fmax.double() <= emax * (1 + 2e-5) + step).all())
+        assert bool((fmean.double() <= emean * (1 + 2e-5) + step).all())
 
 
 @pytest.mark.gpu
@@ -219,3 +221,13 @@ def test_fast_path_is_device_agnostic():
         assert np.abs(getattr(out["cpu"], k).astype(int) - getattr(out["cuda"], k).astype(int)).max() <= 1
     assert np.allclose(out["cpu"].frame_max, out["cuda"].frame_max, rtol=1e-5)
     assert np.allclose(out["cpu"].frame_mean, out["cuda"].frame_mean, rtol=1e-5)
+
+
+@pytest.mark.parametrize("shape", [(3, 7, 5), (2, 3, 37, 29), (1, 2, 3, 5, 11)])
+def test_strips_give_the_whole_frame_result(shape):
+    # a strip of 16 pixels: several strips per frame, a short last one, every frame of a batch
+    x = torch.rand(shape)
+    fn = lambda v: C.apply_matrix(v.sqrt(), torch.tensor([[0.5, 0.3, 0.2], [0.1, 0.8, 0.1], [0.0, 0.2, 0.8]]))  # noqa: E731
+    got = C.per_pixel_in_strips(fn, x, pixels=16)
+    assert got.shape == x.shape and torch.equal(got, fn(x))
+    assert torch.equal(C.bt2408_sdr_to_pq_lut(x), C.per_pixel_in_strips(C.bt2408_sdr_to_pq_lut, x, pixels=1 << 30))
