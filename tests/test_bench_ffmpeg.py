@@ -42,6 +42,7 @@ def test_compare_runs_the_same_job_on_both_sides():
     assert "npl=203" in ff[ff.index("-vf") + 1] and "transfer=smpte2084" in ff[ff.index("-vf") + 1]
     assert hv[hv.index("--x265-preset") + 1] == "ultrafast" and hv[hv.index("--crf") + 1] == "30"
     assert hv[hv.index("--preset") + 1] == "bt2408"
+    assert hv[hv.index("--deband") + 1] == "off"  # zscale does not dequantise either
 
 
 def test_compare_refuses_a_mapping_ffmpeg_does_not_do():
