@@ -1,0 +1,59 @@
+"""The "real films" bars for every shipped neural preset, on clips the test makes itself:
+fade out and in, hard cuts, a pan into daylight, letterbox, black frames and grain, each run
+through the conversion's own device chain (scene cuts, temporal smoothing, roll-off) and
+measured frame by frame next to bt2408 (see hdrvideo.training.film and `hdrvideo filmtest`).
+
+engines/weights.toml records each file's figures ([file.film]); they must reproduce here, and
+every bar must hold for the weights that the manifest says pass them all."""
+
+from __future__ import annotations
+
+import tomllib
+
+import pytest
+
+from hdrvideo.presets import load_preset
+from hdrvideo.training.film import BARS, filmtest
+
+from conftest import REPO
+
+MANIFEST = tomllib.loads((REPO / "engines" / "weights.toml").read_text(encoding="utf-8"))
+ENTRIES = {entry["preset"]: entry for entry in MANIFEST.values()}
+
+
+@pytest.fixture(scope="module", params=sorted(ENTRIES))
+def film(request):
+    return request.param, filmtest(load_preset(request.param), size=(96, 56), frames=10)
+
+
+def test_recorded_film_figures_reproduce(film):
+    preset, result = film
+    recorded = ENTRIES[preset]["film"]
+    for bar, (value, _, _) in result["bars"].items():
+        assert value == pytest.approx(recorded[bar], rel=0.03, abs=2e-3), f"{preset}: {bar}"
+    assert recorded["all_bars_pass"] == all(ok for _, _, ok in result["bars"].values())
+
+
+@pytest.mark.parametrize("bar", sorted(BARS))
+def test_bar(film, bar):
+    preset, result = film
+    if not ENTRIES[preset]["film"]["all_bars_pass"]:
+        pytest.skip(f"{preset}: engines/weights.toml records that its weights miss a bar")
+    value, limit, passed = result["bars"][bar]
+    assert passed, f"{preset}: {bar} = {value:.4g}, bar {BARS[bar][0]} {limit}"
+
+
+def test_cuts_are_followed_at_once(film):
+    """Day → night → day: the output's brightness moves with the input's at each cut."""
+    _, result = film
+    cut = result["preset"]["cut"]
+    ins, outs = cut["in_mean"], cut["out_mean"]
+    k = len(ins) // 3
+    assert outs[k] < 0.5 * outs[k - 1] and ins[k] < 0.5 * ins[k - 1]  # into the night
+    assert outs[2 * k] > 2 * outs[2 * k - 1]  # back to day
+
+
+def test_black_reference_is_exact_black(film):
+    # bt2408 maps code 16 to exactly 0 cd/m²: the reference for "black stays black"
+    _, result = film
+    assert result["bt2408"]["black"]["black_max_nits"] == 0.0
