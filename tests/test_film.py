@@ -54,6 +54,7 @@ def test_cuts_are_followed_at_once(film):
 
 
 def test_black_reference_is_exact_black(film):
-    # bt2408 maps code 16 to exactly 0 cd/m²: the reference for "black stays black"
+    # bt2408 maps code 16 to 0 cd/m² (PQ code 64; float32 leaves < 1e-6): the reference for
+    # "black stays black"
     _, result = film
-    assert result["bt2408"]["black"]["black_max_nits"] == 0.0
+    assert result["bt2408"]["black"]["black_max_nits"] < 1e-6
