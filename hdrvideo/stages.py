@@ -57,7 +57,9 @@ class Frames:
 
     ``rgb`` is (N,3,H,W) float; ``domain`` says what it holds (:data:`SDR` or :data:`HDR`).
     ``cut`` marks frames that start a new shot (the first frame of a stream always does);
-    stages with temporal state reset there. ``smooth`` (optional) is an (N,1,h,w) map in [0, 1]
+    stages with temporal state reset there. ``fade`` (optional) gives each frame's fade weight in
+    [0, 1] (how much of its change from the previous frame a global gain explains), which such
+    stages follow rather than smooth. ``smooth`` (optional) is an (N,1,h,w) map in [0, 1]
     of the smooth gradients the deband stage found, at its own (coarse) resolution; stages that
     use it resize it to the frames.
     """
@@ -66,6 +68,7 @@ class Frames:
     pts: list[int]
     domain: str = SDR
     cut: list[bool] = field(default_factory=list)
+    fade: list[float] = field(default_factory=list)
     smooth: Tensor | None = None
 
     def with_rgb(self, rgb: Tensor, domain: str | None = None) -> "Frames":
@@ -87,8 +90,9 @@ class Stage(Protocol):
 
 
 class SceneCuts:
-    """Mark the frames that start a new shot (:class:`~hdrvideo.processors.temporal.SceneCutDetector`),
-    so stages with temporal state restart there."""
+    """Mark the frames that start a new shot, and each frame's fade weight
+    (:class:`~hdrvideo.processors.temporal.SceneCutDetector`), so stages with temporal state
+    restart at cuts and follow fades."""
 
     name = "scene-cuts"
 
@@ -98,9 +102,9 @@ class SceneCuts:
         self.detector = SceneCutDetector()
 
     def __call__(self, frames: Frames) -> Frames:
-        found = self.detector(frames.rgb)
+        found, fade = self.detector.analyse(frames.rgb)
         cut = [bool(a) or b for a, b in zip(frames.cut or [False] * len(found), found)]
-        return replace(frames, cut=cut)
+        return replace(frames, cut=cut, fade=fade)
 
 
 class Deband:

@@ -62,7 +62,7 @@ class NeuralProcessor:
 
         With temporal smoothing, the network's image-level statistics of each frame are
         computed (``backend.context``), smoothed over the shot (:class:`TemporalContext`,
-        restarted at ``frames.cut``), and the network runs with them fixed
+        restarted at ``frames.cut``, following fades by ``frames.fade``), and the network runs with them fixed
         (``backend.run_with_context``, tiled or not). Without it, as :meth:`__call__`.
         """
         if self.temporal is None:
@@ -72,7 +72,7 @@ class NeuralProcessor:
         ctx = self.backend.context(rgb, tile)
         if ctx is None:
             return self(rgb)
-        ctx = self.temporal(ctx, frames.cut)
+        ctx = self.temporal(ctx, frames.cut, frames.fade)
         return self.backend.run_with_context(rgb, ctx, tile, self.overlap).clamp_(0.0, 1.0)
 
     @torch.inference_mode()

@@ -6,6 +6,13 @@ them — and the whole picture's brightness and colour — jitter from frame to 
 statistics of each frame are replaced by an exponential moving average over the frames of the
 same shot, restarted at every scene cut (:class:`SceneCutDetector`), so nothing is smoothed
 across a cut and the first frame of a shot is exact.
+
+Fades are followed, not smoothed: a frame that differs from the previous one by a global gain
+(a fade to or from black, an exposure ramp) takes its own statistics, in the proportion
+:class:`SceneCutDetector` measures. Smoothing the statistics through a fade makes them lag the
+picture, and the output then drifts for about τ after the fade ends while the picture holds still
+(measured with ``scripts/fade_hold.py``: `sr4-itm` fell from 110 to 71 cd/m² over the second
+after a fade-in, its steady level being 64).
 """
 
 from __future__ import annotations
@@ -23,10 +30,11 @@ DEFAULT_TIME_CONSTANT_S = 1.0
 
 
 class TemporalContext:
-    """EMA of per-frame statistics: s_t = a·s_{t−1} + (1 − a)·c_t, a = exp(−1/τ), s = c at cuts.
+    """EMA of per-frame statistics: s_t = a_t·s_{t−1} + (1 − a_t)·c_t, s = c at cuts.
 
-    ``time_constant`` τ is in frames. ``context`` tensors have the batch (frames, in stream
-    order) as their first axis; the state carries over between calls.
+    a_t = exp(−1/τ)·(1 − f_t), where f_t ∈ [0, 1] is the frame's fade weight (``follow``; 0 when
+    not given). ``time_constant`` τ is in frames. ``context`` tensors have the batch (frames, in
+    stream order) as their first axis; the state carries over between calls.
     """
 
     def __init__(self, time_constant: float) -> None:
@@ -37,15 +45,17 @@ class TemporalContext:
     def reset(self) -> None:
         self.state = None
 
-    def __call__(self, context: tuple[Tensor, ...], cuts: list[bool]) -> tuple[Tensor, ...]:
+    def __call__(self, context: tuple[Tensor, ...], cuts: list[bool],
+                 follow: list[float] | None = None) -> tuple[Tensor, ...]:
         n = context[0].shape[0]
         out: list[list[Tensor]] = [[] for _ in context]
         for i in range(n):
             frame = tuple(c[i: i + 1].float() for c in context)
-            if self.state is None or (i < len(cuts) and cuts[i]) or self.a == 0.0:
+            a = self.a * (1.0 - min(1.0, max(0.0, follow[i]))) if follow and i < len(follow) else self.a
+            if self.state is None or (i < len(cuts) and cuts[i]) or a == 0.0:
                 self.state = frame
             else:
-                self.state = tuple(self.a * s + (1.0 - self.a) * f for s, f in zip(self.state, frame))
+                self.state = tuple(a * s + (1.0 - a) * f for s, f in zip(self.state, frame))
             for k, s in enumerate(self.state):
                 out[k].append(s)
         return tuple(torch.cat(parts).to(c.dtype) for parts, c in zip(out, context))
@@ -60,11 +70,19 @@ class SceneCutDetector:
     so steady motion (a pan: large but constant r) does not count either; a cut when score ≥
     ``threshold`` (scdet's default, 10). The first difference after a reset has no r_{t−1}
     and is taken as steady.
+
+    The same pair of thumbnails gives each frame a fade weight f = clamp(1 − 3·(r/Ȳ_t)/|ln k|,
+    0, 1) when |ln k| ≥ ``min_fade_step`` (else 0): the share of the frame-to-frame change that
+    a global gain explains. A fade leaves only rounding behind (r/Ȳ ≲ 0.02 at |ln k| ≈ 0.33 per
+    frame: f ≈ 0.85–1; a dissolve between shots gets 0.1–0.7); a pan into the light changes the mean as much per frame as a slow fade
+    but moves the picture (r/Ȳ ≈ 0.05–0.08 at |ln k| ≈ 0.015: f = 0); grain leaves k at 1.
+    :meth:`analyse` returns both; calling the detector returns the cuts.
     """
 
-    def __init__(self, threshold: float = 10.0, width: int = 64) -> None:
+    def __init__(self, threshold: float = 10.0, width: int = 64, min_fade_step: float = 0.01) -> None:
         self.threshold = float(threshold)
         self.width = int(width)
+        self.min_fade_step = float(min_fade_step)
         self.prev: Tensor | None = None
         self.prev_r: float | None = None
 
@@ -73,6 +91,10 @@ class SceneCutDetector:
 
     def __call__(self, rgb: Tensor) -> list[bool]:
         """Cut flags for each frame of ``rgb`` (N,3,H,W) SDR R'G'B' in [0,1], in stream order."""
+        return self.analyse(rgb)[0]
+
+    def analyse(self, rgb: Tensor) -> tuple[list[bool], list[float]]:
+        """(cut flags, fade weights) for each frame of ``rgb`` (N,3,H,W) SDR R'G'B' in [0,1]."""
         from ..colour import rgb_to_ycbcr
 
         h, w = rgb.shape[-2:]
@@ -80,15 +102,20 @@ class SceneCutDetector:
         th = max(1, round(h * tw / w))
         small = torch.nn.functional.interpolate(rgb.float(), size=(th, tw), mode="area")
         thumbs = rgb_to_ycbcr(small, "bt709")[:, 0] * 255.0  # BT.709 luma, 8-bit units
-        cuts = []
+        cuts, fades = [], []
         for t in thumbs:
-            cut = self.prev is None
+            cut, fade = self.prev is None, 0.0
             if self.prev is not None:
-                k = float(t.mean()) / max(float(self.prev.mean()), 1e-3)
+                mean = float(t.mean())
+                k = mean / max(float(self.prev.mean()), 1e-3)
                 r = float((t - k * self.prev).abs().mean())
                 prev_r = r if self.prev_r is None else self.prev_r
                 cut = min(r, abs(r - prev_r)) >= self.threshold
                 self.prev_r = None if cut else r
+                step = abs(math.log(max(mean, 0.01) / max(float(self.prev.mean()), 0.01)))  # black → black: 0
+                if not cut and step >= self.min_fade_step:
+                    fade = min(1.0, max(0.0, 1.0 - 3.0 * (r / max(mean, 1.0)) / step))
             self.prev = t
             cuts.append(cut)
-        return cuts
+            fades.append(fade)
+        return cuts, fades

@@ -132,6 +132,7 @@ class Clip:
     frames: Tensor
     kind: str  # "fade", "cut", "pan", "letterbox", "black", "grain"
     shift: int = 0  # pan: horizontal input pixels per frame (content moves left)
+    hold: int = 0  # fade: the last `hold` frames repeat the fade's last frame (the picture holds)
     bars: int = 0  # letterbox: bar height in input pixels (top and bottom)
 
 
@@ -179,10 +180,16 @@ def film_clips(height: int = 72, width: int = 128, frames: int = 12, seed: int =
     day, night = _scene(height, width, seed), _night(height, width, seed + 1)
     t = torch.linspace(0, 1, frames)
     clips = []
-    # fade to (near) black and back: the signal scaled from 1 to 0.05
+    # fade to (near) black and back: the signal scaled from 1 to 0.05, then the picture holds
+    # for 2× the fade's length (brightness must stay put: no drift as statistics catch up)
+    hold = 2 * frames
     alpha = torch.exp(torch.log(torch.tensor(0.05)) * t)
-    clips.append(Clip("fade-out", torch.stack([_quantize8(day * a) for a in alpha]), "fade"))
-    clips.append(Clip("fade-in", torch.stack([_quantize8(day * a) for a in alpha.flip(0)]), "fade"))
+    held = lambda x: torch.cat([x, x[-1:].expand(hold, -1, -1, -1)])  # noqa: E731
+    clips.append(Clip("fade-out", held(torch.stack([_quantize8(day * a) for a in alpha])), "fade", hold=hold))
+    clips.append(Clip("fade-in", held(torch.stack([_quantize8(day * a) for a in alpha.flip(0)])), "fade", hold=hold))
+    # a dissolve from the night scene into the day scene (neither a cut nor a pure fade), held
+    dissolve = [night] * max(2, frames // 4) + [_quantize8((1 - a) * night + a * day) for a in t[1:]]
+    clips.append(Clip("dissolve", held(torch.stack(dissolve)), "fade", hold=hold))
     # hard cuts: day → night → day
     k = frames // 3
     clips.append(Clip("cut", torch.stack([day] * k + [night] * k + [day] * (frames - 2 * k)), "cut"))
@@ -222,6 +229,7 @@ BARS: dict[str, tuple[str, float]] = {
     "slope_min": (">=", 0.8),
     "slope_max": ("<=", 1.25),
     "max_jump": ("<=", 0.02),
+    "hold_drift": ("<=", 0.05),
     "pan_flicker_excess_pu": ("<=", 0.2),
     "grain_flicker_excess_pu": ("<=", 0.25),
 }
@@ -260,7 +268,8 @@ def measure_clip(clip: Clip, out_pq: Tensor, scale: int) -> ClipResult:
       clip's frames (fades, cuts, pans; 1 = brightness follows the picture).
     * ``max_reversal`` (fades) — the largest frame-to-frame change of the output mean against
       the direction of the input's, relative; ``gain`` — log output change ÷ log input change
-      over the whole fade.
+      from the first frame to the fade's last; ``hold_drift`` — the largest relative change of
+      the output mean during the hold after the fade, from its first held frame.
     * ``max_jump`` — the largest relative change of the output mean between frames whose input
       mean changes by less than 0.5 %.
     * ``flicker_pu`` (pan, grain) — mean |ΔPU21| between consecutive frames after motion
@@ -282,7 +291,9 @@ def measure_clip(clip: Clip, out_pq: Tensor, scale: int) -> ClipResult:
         d_in, d_out = np.diff(ins), np.diff(outs)
         against = np.where(np.sign(d_in) != 0, -np.sign(d_in) * d_out / outs[:-1], 0.0)
         v["max_reversal"] = float(max(0.0, against.max()))
-        v["gain"] = float(math.log(outs[-1] / outs[0]) / math.log(ins[-1] / ins[0]))
+        end = len(ins) - 1 - clip.hold  # the fade's last frame
+        v["gain"] = float(math.log(outs[end] / outs[0]) / math.log(ins[end] / ins[0]))
+        v["hold_drift"] = float(np.abs(outs[end:] / outs[end] - 1.0).max())
     if clip.kind in ("pan", "grain"):
         pu = colour.pu21_encode(lin_out)
         s = clip.shift * scale
@@ -326,6 +337,7 @@ def iter_bars(results: dict[str, list[ClipResult]]) -> Iterator[tuple[str, float
     yield "slope_min", min(r.values["slope"] for r in tracked)
     yield "slope_max", max(r.values["slope"] for r in tracked)
     yield "max_jump", max(r.values["max_jump"] for r in tracked)
+    yield "hold_drift", max(r.values["hold_drift"] for r in fades)
 
 
 # --------------------------------------------------------------------------------------
