@@ -3,8 +3,8 @@
 
     python scripts/fade_hold.py [--presets itm,sr4-itm] [--hold 30]
 
-The film test's fade clips end with the fade; a film holds afterwards. This fades the film
-test's daylight scene in over 10 frames (96×56), holds it, and prints the output's mean
+This fades the film test's daylight scene in over 10 frames (96×56), holds it for longer than
+the film test does, and prints the output's mean
 luminance (cd/m²) on every second frame from the end of the fade, with temporal smoothing on
 and off, and the largest frame-to-frame change during the hold (the "no jumps" bar is 2 %).
 """
@@ -28,7 +28,8 @@ def main() -> None:
     ap.add_argument("--presets", default="itm,sr2-itm,sr4-itm")
     ap.add_argument("--hold", type=int, default=30, help="frames held after the fade")
     args = ap.parse_args()
-    fade = {c.name: c for c in film_clips(56, 96, 10)}["fade-in"].frames
+    clip = {c.name: c for c in film_clips(56, 96, 10)}["fade-in"]
+    fade = clip.frames[: clip.frames.shape[0] - clip.hold]
     n = fade.shape[0]
     clip = Clip("fade-in+hold", torch.cat([fade, fade[-1:].expand(args.hold, -1, -1, -1)]), "fade")
     for name in args.presets.split(","):
