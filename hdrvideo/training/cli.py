@@ -4,6 +4,7 @@
     hdrvideo train --arch irnet-5-x4 --data HDRTV1K_DIR --out runs/sr4
     hdrvideo eval --preset sr4-itm --data DIR [--weights W] [--json]
     hdrvideo synth --photos PHOTOS_DIR --out DIR [--split test]    (HDRTV1K-layout PNGs)
+    hdrvideo relabel CACHE OUT --teacher AGCM.pth      (real-grade targets for the "real" style)
 
 Bad input raises :class:`hdrvideo.errors.InputError` with a one-line message.
 """
@@ -18,7 +19,7 @@ import typer
 
 from ..errors import InputError
 
-__all__ = ["train_command", "eval_command", "synth_command", "filmtest_command", "register"]
+__all__ = ["train_command", "eval_command", "synth_command", "filmtest_command", "relabel_command", "register"]
 
 
 def _device(device: str | None) -> str:
@@ -289,9 +290,33 @@ def synth_command(
     typer.echo(f"wrote {split} pairs to {out}")
 
 
+def relabel_command(
+    cache: Annotated[Path, typer.Argument(help="a synthetic cache (hdrvideo synth / train --synth)")],
+    out: Annotated[Path, typer.Argument(help="the relabelled cache to write")],
+    teacher: Annotated[Path, typer.Option("--teacher", help="the teacher's weights: AGCM (.pth or .safetensors)")],
+    teacher_arch: Annotated[str, typer.Option("--teacher-arch", help="the teacher's architecture")] = "agcm",
+    force: Annotated[bool, typer.Option("-f", "--force", help="overwrite OUT")] = False,
+) -> None:
+    """Grade a synthetic set's SDR renditions with a teacher network: targets of the real style."""
+    from ..models import load_model
+    from .relabel import relabel_set
+
+    if not (cache / "meta.json").is_file() or not (cache / "hdr.npy").is_file():
+        raise InputError(f"not a synthetic cache (no meta.json/hdr.npy): {cache}")
+    if not teacher.is_file():
+        raise InputError(f"--teacher file not found: {teacher}")
+    if out.exists() and not force:
+        raise InputError(f"{out} exists (use --force to overwrite)")
+    model = load_model(teacher_arch, teacher).eval()
+    relabel_set(cache, out, model, teacher_arch,
+                progress=lambda i, n: typer.echo(f"{i}/{n}", err=True) if i % 100 == 0 or i == n else None)
+    typer.echo(str(out))
+
+
 def register(app, handle_errors=lambda f: f) -> None:
     """Attach ``train``, ``eval``, ``synth`` and ``filmtest`` to the main typer app (called by hdrvideo.cli)."""
     app.command("train")(handle_errors(train_command))
     app.command("filmtest")(handle_errors(filmtest_command))
     app.command("eval")(handle_errors(eval_command))
     app.command("synth")(handle_errors(synth_command))
+    app.command("relabel")(handle_errors(relabel_command))
