@@ -22,7 +22,7 @@ from typer.core import TyperGroup
 
 from . import signals
 from .errors import HdrvideoError
-from .presets import AUDIO_MODES, BACKEND_NAMES, DEBAND_MODES, ENCODER_NAMES, X265_PRESETS
+from .presets import AUDIO_MODES, BACKEND_NAMES, DEBAND_MODES, ENCODER_NAMES, STYLES, X265_PRESETS
 
 
 # click's exception classes, wherever this typer takes click from (typer ≥ 0.2x vendors it)
@@ -124,6 +124,7 @@ ChunkTransfer = _choices("ChunkTransfer", ("shared", "object-store"))
 Tier = _choices("Tier", ("main", "high"))
 AudioMode = _choices("AudioMode", AUDIO_MODES)
 DebandMode = _choices("DebandMode", DEBAND_MODES)
+StyleName = _choices("StyleName", STYLES)
 TwoPassCache = _choices("TwoPassCache", ("auto", "planes", "recompute"))
 TemporalSmoothing = _choices("TemporalSmoothing", ("auto", "off"))
 
@@ -385,6 +386,7 @@ def convert(
     tile: Annotated[Optional[int], typer.Option("--tile", help="Tile edge in input pixels for neural presets (0 = whole frame).", callback=checked("tile"))] = None,
     peak_nits: Annotated[Optional[float], typer.Option("--peak-nits", help="Peak luminance in cd/m²: the ST 2086 maximum written into the file; every preset rolls its output off to it (hdr-expand expands SDR white to it). Default: the preset's (1000).", callback=checked("peak_nits"))] = None,
     sdr_white: Annotated[Optional[float], typer.Option("--sdr-white", help="Where SDR reference white lands, cd/m² (default: the preset's, 203). Neural presets: their output is scaled by N/203 in linear light.", callback=checked("sdr_white"))] = None,
+    style: Annotated[Optional[StyleName], typer.Option("--style", help="Neural presets' look: real (real HDR10 grading, HDRTV1K style) or broadcast (the ITU chain, SDR white near 203 cd/m²). Default: the preset's.")] = None,  # type: ignore[valid-type]
     deband: Annotated[Optional[DebandMode], typer.Option("--deband", help="Dequantise the source before mapping: auto (8-bit sources), on, off. Default: the preset's (auto).")] = None,  # type: ignore[valid-type]
     force: Annotated[bool, typer.Option("-f", "--force", help="Overwrite an existing output.")] = False,
     no_audio: Annotated[bool, typer.Option("--no-audio", help="Do not copy audio streams.")] = False,
@@ -432,7 +434,7 @@ def convert(
         opts = ConvertOptions(
             preset=preset, weights=str(weights) if weights else None, backend=_value(backend), device=device,
             start=start, duration=duration, encoder=_value(encoder), crf=crf, x265_preset=_value(x265_preset),
-            batch=batch, tile=tile, peak_nits=peak_nits, sdr_white=sdr_white, deband=_value(deband), force=force, copy_audio=not no_audio, copy_subtitles=not no_subtitles,
+            batch=batch, tile=tile, peak_nits=peak_nits, sdr_white=sdr_white, style=_value(style), deband=_value(deband), force=force, copy_audio=not no_audio, copy_subtitles=not no_subtitles,
             light_level=_value(light_level), progress=sink if sink.mode != ProgressMode.none else None,
             deinterlace=_value(deinterlace), input_matrix=_value(input_matrix),
             input_primaries=_value(input_primaries), input_range=_value(input_range),
@@ -568,6 +570,7 @@ def presets(as_json: Annotated[bool, typer.Option("--json", help="Machine-readab
         stdout.print_json(json.dumps([
             {"name": p.name, "description": p.description, "processor": p.processor, "scale": p.scale,
              "arch": p.model.arch if p.model else None,
+             "style": p.style or None, "styles": list(p.model.styles) if p.model else [],
              "peak_nits": p.mastering.max_luminance, "sdr_white": p.sdr_white, "deband": p.deband,
              "weights_installed": (find_weights(p) is not None) if p.model else None,
              "default": p.name == DEFAULT_PRESET}
@@ -577,7 +580,7 @@ def presets(as_json: Annotated[bool, typer.Option("--json", help="Machine-readab
     from rich.table import Table
 
     table = Table(box=None, header_style="bold", pad_edge=False)
-    for col in ("preset", "scale", "network", "weights", "peak", "SDR white", "description"):
+    for col in ("preset", "scale", "network", "style", "weights", "peak", "SDR white", "description"):
         table.add_column(col, overflow="fold")
     for p in items:
         if p.processor == "neural":
@@ -591,7 +594,9 @@ def presets(as_json: Annotated[bool, typer.Option("--json", help="Machine-readab
             peak = white = "per pick"
         else:
             peak, white = f"{p.mastering.max_luminance:g}", f"{p.sdr_white:g}"
-        table.add_row(name, scale, network, weights, peak, white, p.description)
+        others = [s for s in (p.model.styles if p.model else ()) if s != p.style]
+        style = (p.style + (f" (also {', '.join(others)})" if others else "")) if p.style else "-"
+        table.add_row(name, scale, network, style, weights, peak, white, p.description)
     stdout.print(table, highlight=False)
 
 

@@ -108,6 +108,8 @@ class ConvertOptions:
     peak_nits: float | None = None
     #: where SDR reference white (100 % SDR) lands, cd/m² (neural presets: their output scaled by sdr_white/203)
     sdr_white: float | None = None
+    #: the look of a neural preset with styles: "real" or "broadcast" (None = the preset's)
+    style: str | None = None
     #: dequantise the source before the processor: "auto" (8-bit sources), "on" or "off"
     deband: str | None = None
     force: bool = False
@@ -178,6 +180,7 @@ class Report:
     crop: str = ""  # the crop applied, W:H:X:Y ("" = none)
     #: MaxCLL as measured, before the cap at the mastering peak (encoder overshoot); 0 = unknown
     max_cll_measured: int = 0
+    style: str = ""  # the neural preset's look ("real" or "broadcast"), "" for the others
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -344,6 +347,8 @@ def input_notices(info: MediaInfo, video: VideoInfo, preset: Preset, options: Co
                      f"({names} left out)")
     if options.weights and preset.processor != "neural":
         notes.append(f"--weights is ignored: preset {preset.name} uses no network")
+    if options.style and not (preset.model is not None and preset.model.styles):
+        notes.append(f"--style is ignored: preset {preset.name} has no styles")
     return notes
 
 
@@ -651,6 +656,8 @@ class Pipeline:
         opt = self.options
         preset = opt.preset if isinstance(opt.preset, Preset) else load_preset(opt.preset)
         preset = preset.resolve(info.height)
+        if opt.style is not None and preset.model is not None and preset.model.styles:
+            preset = preset.with_style(opt.style)
         enc = preset.encode
         changes: dict[str, Any] = {}
         enc_changes = {f.name: getattr(opt, f.name) for f in dataclasses.fields(enc)
@@ -1134,7 +1141,7 @@ class Pipeline:
                 on_commit()
         seconds = time.perf_counter() - t_start
         report = Report(
-            input=plan.src, output=self.dst, preset=preset.name, processor=processor.description,
+            input=plan.src, output=self.dst, preset=preset.name, style=preset.style, processor=processor.description,
             encoder=preset.encode.encoder, frames=frames, seconds=round(seconds, 3),
             fps=round(frames / seconds, 3) if seconds > 0 else 0.0,
             input_size=(video.width, video.height), output_size=plan.out_size,

@@ -29,6 +29,7 @@ from .errors import UsageError
 __all__ = [
     "Preset",
     "ModelSpec",
+    "STYLES",
     "MasteringDisplay",
     "EncodeSettings",
     "ExpandSettings",
@@ -151,11 +152,20 @@ class ExpandSettings:
     saturation: float = field(default=0.5, metadata=rule(lo=0, hi=4))
 
 
+#: The looks a neural preset can be trained for (README "Styles"): ``real`` — real HDR10
+#: grading as HDRTV1K pairs it with SDR (taught by AGCM); ``broadcast`` — the inverse of the ITU
+#: down-conversion chain, SDR white near 203 cd/m² (BT.2408).
+STYLES = ("real", "broadcast")
+
+
 @dataclass(frozen=True)
 class ModelSpec:
     arch: str
-    weights: str | None = None  # file name in an engines dir, or a path
+    weights: str | None = None  # file name in an engines dir, or a path (of the preset's style)
     colour_domain: Literal["rgb", "ycrcb601"] = "rgb"  # "ycrcb601": official IRNet checkpoints
+    #: weights per style ([model.styles] real = "…", broadcast = "…"); the preset's ``style``
+    #: picks ``weights`` from it
+    styles: dict = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -168,6 +178,8 @@ class Preset:
     target: tuple[int, int] = field(default=(3840, 2160), metadata=rule(lo=16, hi=16384, even=True))
     sdr_white: float = field(default=203.0, metadata=rule(lo=0, lo_open=True, hi=PQ_PEAK))  # cd/m² for 100 % SDR
     model: ModelSpec | None = None
+    #: the look of a neural preset with [model.styles] (:data:`STYLES`); "" for the others
+    style: str = field(default="", metadata=rule(choices=("", *STYLES)))
     mastering: MasteringDisplay = field(default_factory=MasteringDisplay)
     encode: EncodeSettings = field(default_factory=EncodeSettings)
     expand: ExpandSettings = field(default_factory=ExpandSettings)
@@ -183,6 +195,14 @@ class Preset:
 
     def replace(self, **changes: Any) -> "Preset":
         return dataclasses.replace(self, **changes)
+
+    def with_style(self, style: str) -> "Preset":
+        """The preset with the weights of ``style`` (one of its [model.styles])."""
+        if self.model is None or not self.model.styles:
+            raise UsageError(f"preset {self.name} has no styles (only neural presets with [model.styles] do)")
+        if style not in self.model.styles:
+            raise UsageError(f"preset {self.name} has no {style!r} style (choose {', '.join(self.model.styles)})")
+        return self.replace(style=style, model=dataclasses.replace(self.model, weights=self.model.styles[style]))
 
     def resolve(self, input_height: int) -> "Preset":
         """The concrete preset for an input of this height (``auto`` presets pick by height)."""
@@ -205,6 +225,7 @@ OPTION_FIELDS: dict[str, tuple[type, str]] = {
     "peak_nits": (MasteringDisplay, "max_luminance"),
     "sdr_white": (Preset, "sdr_white"),
     "deband": (Preset, "deband"),
+    "style": (Preset, "style"),
 }
 
 
@@ -381,6 +402,19 @@ def _parse(text: str, default_name: str, source: str) -> Preset:
             kw[key] = cls(**_take(kw[key], cls, f"{where} [{key}]"))
     if "auto" in kw:
         kw["auto"] = _auto_rules(kw["auto"], where)
+    model = kw.get("model")
+    if model is not None and model.styles:
+        for style, file in model.styles.items():
+            check_value(Preset, "style", style, f"preset {where} [model.styles]: style")
+            _coerce(str, file, f"preset {where} [model.styles]: {style}", None)
+        if model.weights is not None:
+            raise UsageError(f"preset {where}: give [model] weights or [model.styles], not both")
+        style = kw.setdefault("style", next(iter(model.styles)))
+        if style not in model.styles:
+            raise UsageError(f"preset {where}: style {style!r} is not in [model.styles]")
+        kw["model"] = dataclasses.replace(model, weights=model.styles[style])
+    elif kw.get("style"):
+        raise UsageError(f"preset {where}: style needs [model.styles]")
     preset = Preset(**kw)
     _validate(preset)
     return preset

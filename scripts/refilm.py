@@ -29,10 +29,10 @@ def main() -> None:
     path = ROOT / "engines" / "weights.toml"
     text = path.read_text(encoding="utf-8")
     for name, entry in tomllib.loads(text).items():
-        preset = entry["preset"]
-        bars = filmtest(load_preset(preset), size=(96, 56), frames=10)["bars"]
+        preset, style = entry["preset"], entry["style"]
+        bars = filmtest(load_preset(preset).with_style(style), size=(96, 56), frames=10)["bars"]
         lines = [f'["{name}".film]',
-                 f'command = "hdrvideo filmtest --preset {preset} --size 96x56 --frames 10 --json"']
+                 f'command = "hdrvideo filmtest --preset {preset} --style {style} --size 96x56 --frames 10 --json"']
         lines += [f"{k} = {_fmt(v)}" for k, (v, _, _) in sorted(bars.items())]
         lines.append(f"all_bars_pass = {str(all(ok for _, _, ok in bars.values())).lower()}")
         table = re.compile(r'\["' + re.escape(name) + r'"\.film\]\n(?:[^\[\n][^\n]*\n)*')

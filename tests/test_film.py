@@ -18,12 +18,13 @@ from hdrvideo.training.film import BARS, filmtest
 from conftest import REPO
 
 MANIFEST = tomllib.loads((REPO / "engines" / "weights.toml").read_text(encoding="utf-8"))
-ENTRIES = {entry["preset"]: entry for entry in MANIFEST.values()}
+ENTRIES = {f'{entry["preset"]}:{entry["style"]}': entry for entry in MANIFEST.values()}
 
 
 @pytest.fixture(scope="module", params=sorted(ENTRIES))
 def film(request):
-    return request.param, filmtest(load_preset(request.param), size=(96, 56), frames=10)
+    preset, style = request.param.split(":")
+    return request.param, filmtest(load_preset(preset).with_style(style), size=(96, 56), frames=10)
 
 
 def test_recorded_film_figures_reproduce(film):
