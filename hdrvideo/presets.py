@@ -179,7 +179,7 @@ class Preset:
     sdr_white: float = field(default=203.0, metadata=rule(lo=0, lo_open=True, hi=PQ_PEAK))  # cd/m² for 100 % SDR
     model: ModelSpec | None = None
     #: the look of a neural preset with [model.styles] (:data:`STYLES`); "" for the others
-    style: str = field(default="", metadata=rule(choices=("", *STYLES)))
+    style: str = field(default="", metadata=rule(choices=STYLES))
     mastering: MasteringDisplay = field(default_factory=MasteringDisplay)
     encode: EncodeSettings = field(default_factory=EncodeSettings)
     expand: ExpandSettings = field(default_factory=ExpandSettings)
