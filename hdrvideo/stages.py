@@ -68,8 +68,8 @@ class Frames:
     pts: list[int]
     domain: str = SDR
     cut: list[bool] = field(default_factory=list)
-    fade: list[float] = field(default_factory=list)
     smooth: Tensor | None = None
+    fade: list[float] = field(default_factory=list)
 
     def with_rgb(self, rgb: Tensor, domain: str | None = None) -> "Frames":
         return replace(self, rgb=rgb, domain=domain or self.domain)
