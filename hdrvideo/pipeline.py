@@ -1032,6 +1032,8 @@ class Pipeline:
         threads = [threading.Thread(target=self._guard(fn, d), name=f"hdrvideo-{n}", daemon=True)
                    for (n, fn), d in zip(jobs, done)]
         try:
+            if opt.progress:  # the pass starts (a short one may finish before the first report)
+                self._emit(self._progress_event(t_start, plan.total, self._stage))
             for t in threads:
                 t.start()
             last_emit = 0.0
