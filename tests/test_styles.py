@@ -168,3 +168,24 @@ def test_relabel_targets_are_the_teachers_grade_of_each_rendition(tmp_path):
 def test_relabel_cli_refuses_bad_input_in_one_line(tmp_path):
     r = runner.invoke(app, ["relabel", str(tmp_path), str(tmp_path / "o"), "--teacher", str(tmp_path / "none.pth")])
     assert r.exit_code == 2 and "not a synthetic cache" in r.output
+
+
+def test_real_style_is_brighter_and_stays_within_the_mastering_peak(tmp_path):
+    """itm's default (real) grade: brighter than broadcast on the same clip, its highlights rolled
+    off under --peak-nits like every preset (MaxCLL ≤ the ST 2086 maximum), --sdr-white scaling it."""
+    from conftest import decode_planes
+
+    src = _clip(tmp_path)
+    reps, means = {}, {}
+    for style in ("real", "broadcast"):
+        reps[style] = hdrvideo.convert(src, tmp_path / f"{style}.mkv", preset="itm", style=style, backend="torch",
+                                       crf=0, x265_preset="ultrafast", peak_nits=600)
+        means[style] = float(np.mean([f[0].astype(np.float64).mean() for f in decode_planes(tmp_path / f"{style}.mkv")]))
+    assert reps["real"].style == "real" and reps["broadcast"].style == "broadcast"
+    assert means["real"] > means["broadcast"] + 8, means  # 10-bit PQ luma codes
+    for rep in reps.values():
+        assert 0 < rep.max_cll <= 600
+    dim = hdrvideo.convert(src, tmp_path / "dim.mkv", preset="itm", backend="torch", crf=0,
+                           x265_preset="ultrafast", sdr_white=100)
+    dim_mean = float(np.mean([f[0].astype(np.float64).mean() for f in decode_planes(tmp_path / "dim.mkv")]))
+    assert dim.style == "real" and dim_mean < means["real"] - 8
