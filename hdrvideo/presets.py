@@ -205,13 +205,15 @@ class Preset:
         return self.replace(style=style, model=dataclasses.replace(self.model, weights=self.model.styles[style]))
 
     def resolve(self, input_height: int) -> "Preset":
-        """The concrete preset for an input of this height (``auto`` presets pick by height)."""
+        """The concrete preset for an input of this height (``auto`` presets pick by height, in
+        their own ``style`` where the pick has it)."""
         if self.processor != "auto":
             return self
-        for max_height, name in self.auto:
-            if input_height <= max_height:
-                return load_preset(name)
-        return load_preset(self.auto[-1][1])
+        name = next((n for h, n in self.auto if input_height <= h), self.auto[-1][1])
+        picked = load_preset(name)
+        if self.style and picked.model is not None and self.style in picked.model.styles:
+            picked = picked.with_style(self.style)  # one look whatever the input's height
+        return picked
 
 
 #: Convert options (hdrvideo.ConvertOptions fields, CLI ``--crf`` …) that override a preset
@@ -413,8 +415,8 @@ def _parse(text: str, default_name: str, source: str) -> Preset:
         if style not in model.styles:
             raise UsageError(f"preset {where}: style {style!r} is not in [model.styles]")
         kw["model"] = dataclasses.replace(model, weights=model.styles[style])
-    elif kw.get("style"):
-        raise UsageError(f"preset {where}: style needs [model.styles]")
+    elif kw.get("style") and kw.get("processor") != "auto":
+        raise UsageError(f"preset {where}: style needs [model.styles] (or processor = \"auto\": the style of its picks)")
     preset = Preset(**kw)
     _validate(preset)
     return preset

@@ -189,3 +189,11 @@ def test_real_style_is_brighter_and_stays_within_the_mastering_peak(tmp_path):
                            x265_preset="ultrafast", sdr_white=100)
     dim_mean = float(np.mean([f[0].astype(np.float64).mean() for f in decode_planes(tmp_path / "dim.mkv")]))
     assert dim.style == "real" and dim_mean < means["real"] - 8
+
+
+def test_auto_gives_one_style_whatever_the_input_height():
+    auto = load_preset("auto")
+    picks = [auto.resolve(h) for h in (540, 1080, 2160)]
+    assert [p.name for p in picks] == ["sr4-itm", "sr2-itm", "itm"]
+    assert {p.style for p in picks} == {auto.style}
+    assert {find_weights(p).name for p in picks[-1:]} == {"irnet-2.safetensors"}  # itm, broadcast
