@@ -304,7 +304,7 @@ def synth_command(
 
 
 def relabel_command(
-    cache: Annotated[Path, typer.Argument(help="a synthetic cache (hdrvideo synth / train --synth)")],
+    cache: Annotated[Path, typer.Argument(help="a synthetic cache (the arrays of hdrvideo synth --cache DIR, or of train --synth)")],
     out: Annotated[Path, typer.Argument(help="the relabelled cache to write")],
     teacher: Annotated[Path, typer.Option("--teacher", help="the teacher's weights: AGCM (.pth or .safetensors)")],
     teacher_arch: Annotated[str, typer.Option("--teacher-arch", help="the teacher's architecture")] = "agcm",
@@ -315,7 +315,7 @@ def relabel_command(
     from .relabel import relabel_set
 
     if not (cache / "meta.json").is_file() or not (cache / "hdr.npy").is_file():
-        raise InputError(f"not a synthetic cache (no meta.json/hdr.npy): {cache}")
+        raise InputError(f"not a synthetic cache (no meta.json/hdr.npy): {cache}; `hdrvideo synth --cache DIR` writes one")
     if not teacher.is_file():
         raise InputError(f"--teacher file not found: {teacher}")
     if out.exists() and not force:
