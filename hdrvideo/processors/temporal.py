@@ -109,13 +109,13 @@ class SceneCutDetector:
         for t in thumbs:
             cut, fade = self.prev is None, 0.0
             if self.prev is not None:
-                mean = float(t.mean())
-                k = mean / max(float(self.prev.mean()), 1e-3)
+                mean, prev_mean = float(t.mean()), float(self.prev.mean())
+                k = mean / max(prev_mean, 1e-3)
                 r = float((t - k * self.prev).abs().mean())
                 prev_r = r if self.prev_r is None else self.prev_r
                 cut = min(r, abs(r - prev_r)) >= self.threshold
                 self.prev_r = None if cut else r
-                step = abs(math.log(max(mean, 0.01) / max(float(self.prev.mean()), 0.01)))  # black → black: 0
+                step = abs(math.log(max(mean, 0.01) / max(prev_mean, 0.01)))  # black → black: 0
                 if not cut and step >= self.min_fade_step:
                     fade = min(1.0, max(0.0, 1.0 - 3.0 * (r / max(mean, 1.0)) / step))
             self.prev = t

@@ -327,7 +327,7 @@ def relabel_command(
 
 
 def register(app, handle_errors=lambda f: f) -> None:
-    """Attach ``train``, ``eval``, ``synth`` and ``filmtest`` to the main typer app (called by hdrvideo.cli)."""
+    """Attach ``train``, ``eval``, ``synth``, ``filmtest`` and ``relabel`` to the main typer app (called by hdrvideo.cli)."""
     app.command("train")(handle_errors(train_command))
     app.command("filmtest")(handle_errors(filmtest_command))
     app.command("eval")(handle_errors(eval_command))

@@ -199,7 +199,7 @@ def evaluate_preset(
     }
     if p.style:
         report["style"] = p.style
-    target = getattr(source, "meta", {}).get("target") if hasattr(source, "meta") else None
+    target = getattr(source, "meta", {}).get("target")  # a relabelled cache says what graded it
     if target:
         report["target"] = {**target, "proxy": "the teacher's grade stands in for real HDR10 grades"}
     if p.style == "real":
