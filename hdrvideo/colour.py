@@ -336,7 +336,9 @@ class TransferLut:
         x32 = torch.clamp(x if x.dtype == torch.float32 else x.float(), self.lo, self.hi)
         if self.mode == "uniform":
             t = (x32.sub_(self.lo) if self.lo else x32).mul_(self.scale)
-            idx = t.to(torch.int64)  # truncation = floor (t ≥ 0); int64 indices gather faster
+            # truncation = floor (t ≥ 0); int32 indices: a quarter of the conversion's memory
+            # traffic of int64 and a slightly faster gather (measured on a CPU)
+            idx = t.to(torch.int32)
             if self.interpolate:
                 flat = idx.view(-1)
                 frac = t.sub_(idx)
@@ -344,7 +346,7 @@ class TransferLut:
                                     self.slope.index_select(0, flat).view(x.shape), frac)
                 return out.to(x.dtype) if x.dtype == torch.float64 else out
         else:
-            idx = x32.view(torch.int32).bitwise_right_shift_(self.shift).to(torch.int64).sub_(self.first)
+            idx = x32.view(torch.int32).bitwise_right_shift_(self.shift).sub_(self.first)
         out = self.table.index_select(0, idx.view(-1)).view(x.shape)
         return out.to(x.dtype) if x.dtype == torch.float64 else out
 
