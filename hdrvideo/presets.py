@@ -196,13 +196,18 @@ class Preset:
     def replace(self, **changes: Any) -> "Preset":
         return dataclasses.replace(self, **changes)
 
-    def with_style(self, style: str) -> "Preset":
-        """The preset with the weights of ``style`` (one of its [model.styles])."""
+    def with_style(self, style: str, weights: str | None = None) -> "Preset":
+        """The preset with the weights of ``style`` (one of its [model.styles]).
+
+        ``weights``: a candidate file for the style, which may be one the preset does not ship
+        yet (``eval``/``filmtest --weights``: trained weights are judged before they ship).
+        """
         if self.model is None or not self.model.styles:
             raise UsageError(f"preset {self.name} has no styles (only neural presets with [model.styles] do)")
-        if style not in self.model.styles:
+        if style not in self.model.styles and not (weights and style in STYLES):
             raise UsageError(f"preset {self.name} has no {style!r} style (choose {', '.join(self.model.styles)})")
-        return self.replace(style=style, model=dataclasses.replace(self.model, weights=self.model.styles[style]))
+        return self.replace(style=style, model=dataclasses.replace(
+            self.model, weights=weights or self.model.styles[style]))
 
     def resolve(self, input_height: int) -> "Preset":
         """The concrete preset for an input of this height (``auto`` presets pick by height, in

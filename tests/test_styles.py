@@ -65,6 +65,21 @@ def test_with_style_refuses_what_a_preset_lacks():
             itm.with_style(s)
 
 
+def test_candidate_weights_of_a_style_not_shipped_yet(tmp_path):
+    """eval/filmtest --style real --weights W judge a file for a style the preset does not ship yet;
+    without the file, and for a style that does not exist, the preset still refuses."""
+    sr4 = load_preset("sr4-itm")
+    assert "real" not in sr4.model.styles
+    with pytest.raises(UsageError, match="no 'real' style"):
+        sr4.with_style("real")
+    cand = str(tmp_path / "candidate.safetensors")
+    p = sr4.with_style("real", cand)
+    assert p.style == "real" and p.model.weights == cand
+    assert sr4.with_style("broadcast", cand).model.weights == cand
+    with pytest.raises(UsageError, match="no 'sepia' style"):
+        sr4.with_style("sepia", cand)
+
+
 def test_every_neural_irnet_preset_lists_its_styles_and_ships_its_default():
     for p in list_presets():
         if p.processor != "neural" or p.model.arch in ("agcm", "gpgmnet-x4"):

@@ -258,7 +258,7 @@ def filmtest_command(
         raise InputError("--size must be even and at least 32x32")
     p = load_preset(preset).resolve(h)
     if style is not None:
-        p = p.with_style(style)
+        p = p.with_style(style, str(weights) if weights else None)
     result = filmtest(p, str(weights) if weights else None, backend, _device(device), (w, h), frames, temporal)
     if as_json:
         bars = {k: {"value": v, "limit": lim, "passed": ok} for k, (v, lim, ok) in result["bars"].items()}

@@ -160,7 +160,7 @@ def evaluate_preset(
     if p.processor == "auto":
         raise ValueError("evaluate a concrete preset (itm, sr2-itm, sr4-itm, ...), not 'auto'")
     if style is not None:
-        p = p.with_style(style)
+        p = p.with_style(style, weights)
     proc = build_processor(p, device=device, weights=weights)
     bl_preset = load_preset(baseline)
     if bl_preset.processor != "bt2408":
