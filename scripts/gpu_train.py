@@ -166,6 +166,7 @@ def train_command(run: Run, caches: dict, out: Path, steps: int, device: str, ar
         "--patch", str(patch), "--lr", f"{run.lr:g}", "--cycles", "1", "--film",
         "--film-params", json.dumps(run.film, separators=(",", ":")), "--padding", "replicate",
         "--init", str(ENGINES / run.init), "--device", device, "--threads", str(args.threads), "--seed", str(seed),
+        "--precision", "bf16",  # tensor cores; same held-out PSNR as fp32 in an A/B on the CPU
         "--quiet", "--checkpoint-every", str(max(50, steps)),
     )
 

@@ -77,3 +77,23 @@ def test_sr_arch_step_and_warm_start(tmp_path):
 
     assert torch.equal(x4.state_dict()["fea_conv.weight"],
                        load_checkpoint(tmp_path / "sr" / "checkpoint.safetensors")["model"]["fea_conv.weight"])
+
+
+def test_bf16_autocast_trains_float32_weights(tmp_path):
+    """--precision bf16: forward passes under bfloat16 autocast, weights and optimiser float32;
+    it learns (the loss falls like fp32's) and its losses differ from fp32's (autocast is on)."""
+    from safetensors.torch import load_file
+
+    src = TinyPairs()
+    kw = dict(steps=12, lr=3e-3, cycles=1)
+    f32 = train(cfg(tmp_path, "f32", **kw), progress=False, source=src)
+    b16 = train(cfg(tmp_path, "b16", precision="bf16", **kw), progress=False, source=src)
+    lf, lb = losses(f32), losses(b16)
+    assert lb != lf
+    assert lb[-1] < 0.8 * lb[0] and abs(lb[-1] - lf[-1]) < 0.25 * lf[-1], (lf, lb)
+    weights = load_file(str(tmp_path / "b16" / "irnet-1-48.safetensors"))
+    assert all(t.dtype == torch.float32 for t in weights.values())
+    import pytest
+
+    with pytest.raises(ValueError, match="precision"):
+        train(cfg(tmp_path, "bad", precision="fp8"), progress=False, source=src)

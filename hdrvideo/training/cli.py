@@ -94,6 +94,7 @@ def train_command(
     film: Annotated[bool, typer.Option("--film/--no-film", help="film augmentation: fades, black frames, bars, grain")] = False,
     film_params: Annotated[Optional[str], typer.Option("--film-params", help='JSON overrides of the film augmentation, e.g. \'{"grain": 0.6}\'')] = None,
     padding: Annotated[str, typer.Option("--padding", help="convolution border padding: zeros (papers) or replicate")] = "zeros",
+    precision: Annotated[str, typer.Option("--precision", help="fp32, or bf16 (bfloat16 autocast for the forward passes; weights stay float32)")] = "fp32",
     key_nits: Annotated[str, typer.Option("--key-nits", help="exposure key range of synthetic HDR grades, cd/m² (LO-HI)")] = "18-32",
 ) -> None:
     """Train an SDR→HDR10 network (L1 loss, Adam, cosine annealing with warm restarts)."""
@@ -119,6 +120,8 @@ def train_command(
     dev = _device(device)
     if padding not in ("zeros", "replicate"):
         raise InputError("--padding must be zeros or replicate")
+    if precision not in ("fp32", "bf16"):
+        raise InputError("--precision must be fp32 or bf16")
     try:
         lo, hi = (float(v) for v in key_nits.split("-"))
         if not 0 < lo <= hi:
@@ -143,7 +146,7 @@ def train_command(
         init=str(init) if init else None,
         film_augment=film,
         film_params=_film_params(film_params),
-        padding_mode=padding,
+        padding_mode=padding, precision=precision,
         synth_key_nits=(lo, hi),
     )
     try:

@@ -74,6 +74,9 @@ class TrainConfig:
     film_params: dict = field(default_factory=dict)
     #: convolution border padding of the model ("zeros" as the papers, "replicate")
     padding_mode: str = "zeros"
+    #: "fp32", or "bf16": forward passes under bfloat16 autocast (weights, optimiser and loss
+    #: stay float32); 1.6× faster per step on an AVX512-BF16 CPU at the same held-out PSNR
+    precision: str = "fp32"
     extra: dict = field(default_factory=dict)
 
 
@@ -303,21 +306,25 @@ def train(
         from .film import FilmAugment
 
         film = FilmAugment(**{k: tuple(v) if isinstance(v, list) else v for k, v in cfg.film_params.items()})
+    if cfg.precision not in ("fp32", "bf16"):
+        raise ValueError(f"precision must be fp32 or bf16, not {cfg.precision!r}")
+    bf16 = cfg.precision == "bf16"
     try:
         while step < cfg.steps:
             batch = sample_batch(source, step, cfg.batch, cfg.patch, seed=cfg.seed, film=film)
             x, y = batch[0].to(device), batch[1].to(device)
             torch.manual_seed(cfg.seed * 1_000_003 + step)
-            if film is not None:  # statistics from the context inputs (another exposure at times)
-                ctx = model.global_context(batch[2].to(device))
-                pred = model(x, context=ctx)
-                loss = (pred - y).abs().mean()
-                if film.stability > 0:  # two grain draws of one picture must give one output
-                    pred2 = model(batch[3].to(device), context=ctx)
-                    loss = loss + film.stability * (pred - pred2).abs().mean()
-            else:
-                pred = model(x)
-                loss = (pred - y).abs().mean()
+            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
+                if film is not None:  # statistics from the context inputs (another exposure at times)
+                    ctx = model.global_context(batch[2].to(device))
+                    pred = model(x, context=ctx).float()
+                    loss = (pred - y).abs().mean()
+                    if film.stability > 0:  # two grain draws of one picture must give one output
+                        pred2 = model(batch[3].to(device), context=ctx).float()
+                        loss = loss + film.stability * (pred - pred2).abs().mean()
+                else:
+                    pred = model(x).float()
+                    loss = (pred - y).abs().mean()
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
