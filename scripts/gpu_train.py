@@ -50,9 +50,9 @@ class Run:
 
     name: str
     preset: str
-    style: str
+    style: str  # "" for a preset without styles
     arch: str
-    init: str  # file in engines/ (the shipped weights of this style, or the broadcast ones to start from)
+    init: str  # file in engines/ (the shipped weights of this style, or the broadcast ones); "" = from scratch
     batch: int
     patch: int  # input patch; the whole crop for ×1 (image-level statistics as at inference)
     lr: float
@@ -70,7 +70,10 @@ RUNS = [
     Run("itm-real", "itm", "real", "irnet-2", "irnet-2-real.safetensors", 16, 192, 5e-5),
     Run("sr2-itm-real", "sr2-itm", "real", "irnet-5-x2", "irnet-5-x2.safetensors", 16, 96, 2e-4),
     Run("sr4-itm-real", "sr4-itm", "real", "irnet-5-x4", "irnet-5-x4.safetensors", 32, 48, 2e-4),
+    # opt-in (--runs …,sr4-itm-gpgm): GPGMNet ships no weights; trained from scratch
+    Run("sr4-itm-gpgm", "sr4-itm-gpgm", "", "gpgmnet-x4", "", 32, 48, 5e-4),
 ]
+DEFAULT_RUNS = [r.name for r in RUNS if r.init]
 
 #: steps timed per run before training (the first ten are warm-up); seconds kept for evaluation
 CALIBRATE_STEPS, EVAL_S = 20, 100
@@ -158,14 +161,15 @@ def step_data(args, work: Path) -> dict:
 
 def train_command(run: Run, caches: dict, out: Path, steps: int, device: str, args, seed: int) -> list[str]:
     data = ":".join(caches["real" if run.real else "broadcast"])
-    patch = min(run.patch, 64 // {"irnet-2": 1, "irnet-5-x2": 2, "irnet-5-x4": 4}.get(run.arch, 1)) \
-        if args.dry_run else run.patch
+    from hdrvideo.models.registry import get_spec
+
+    patch = min(run.patch, 64 // get_spec(run.arch).scale) if args.dry_run else run.patch  # toy crops: 64 px
     batch = 2 if args.dry_run else run.batch
     return hdrvideo(
         "train", "--arch", run.arch, "--data", data, "--out", str(out), "--steps", str(steps), "--batch", str(batch),
         "--patch", str(patch), "--lr", f"{run.lr:g}", "--cycles", "1", "--film",
         "--film-params", json.dumps(run.film, separators=(",", ":")), "--padding", "replicate",
-        "--init", str(ENGINES / run.init), "--device", device, "--threads", str(args.threads), "--seed", str(seed),
+        *(["--init", str(ENGINES / run.init)] if run.init else []), "--device", device, "--threads", str(args.threads), "--seed", str(seed),
         "--precision", "bf16",  # tensor cores; same held-out PSNR as fp32 in an A/B on the CPU
         "--quiet", "--checkpoint-every", str(max(50, steps)),
     )
@@ -195,6 +199,8 @@ def run_all(runs: list[Run], cmds: dict[str, list[str]], timeout: float) -> dict
             rc = p.wait()
         logs[name].close()
         results[name] = {"rc": rc, "seconds": round(time.perf_counter() - t0, 1)}
+        if rc != 0:  # the end of its output, to read in summary.json
+            results[name]["output_tail"] = Path(logs[name].name).read_text(errors="replace")[-1500:]
     return results
 
 
@@ -255,7 +261,8 @@ def _json_out(proc: subprocess.CompletedProcess) -> dict:
 
 def _evaluate(r: Run, weights: str | None, caches: dict, device: str, args) -> dict:
     data = caches["heldout-real" if r.real else "heldout"]
-    cmd = hdrvideo("eval", "--preset", r.preset, "--style", r.style, "--data", data, "--device", device, "--json")
+    style = ["--style", r.style] if r.style else []
+    cmd = hdrvideo("eval", "--preset", r.preset, *style, "--data", data, "--device", device, "--json")
     if weights:
         cmd += ["--weights", weights]
     if r.real and args.teacher:
@@ -264,7 +271,7 @@ def _evaluate(r: Run, weights: str | None, caches: dict, device: str, args) -> d
         cmd += ["--limit", "2"]
     ev = _json_out(run_cmd(cmd, 300))
     size, frames = ("32x32", "4") if args.dry_run else ("96x56", "10")
-    film_cmd = hdrvideo("filmtest", "--preset", r.preset, "--style", r.style, "--size", size, "--frames", frames,
+    film_cmd = hdrvideo("filmtest", "--preset", r.preset, *style, "--size", size, "--frames", frames,
                         "--device", device, "--json")
     if weights:
         film_cmd += ["--weights", weights]
@@ -286,7 +293,7 @@ def step_eval(args, runs: list[Run], caches: dict, trained: dict, device: str) -
                 jobs[(r.name, "new")] = pool.submit(_evaluate, r, new, caches, device, args)
             # what ships today for this preset and style (the real SR styles have none yet)
             shipped = ENGINES / r.init
-            if r.real == ("real" in r.init):
+            if r.init and r.real == ("real" in r.init):
                 jobs[(r.name, "shipped")] = pool.submit(_evaluate, r, str(shipped), caches, device, args)
         out: dict = {}
         for (name, which), fut in jobs.items():
@@ -316,7 +323,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--photos", required=True, help="folder of the .hdr photographs (../shared/data/hdr-photos/polyhaven)")
     ap.add_argument("--teacher", help="AGCM weights for the real style (without it, broadcast runs only)")
     ap.add_argument("--budget", type=float, default=480.0, help="seconds for everything")
-    ap.add_argument("--runs", default=",".join(r.name for r in RUNS), help="comma-separated run names")
+    ap.add_argument("--runs", default=",".join(DEFAULT_RUNS), help="comma-separated run names (sr4-itm-gpgm is opt-in)")
     ap.add_argument("--views", type=int, default=48, help="crops per training scene and exposure range")
     ap.add_argument("--shards", type=int, default=6, help="parallel cache shards per exposure range")
     ap.add_argument("--threads", type=int, default=2, help="torch CPU threads per training process")

@@ -25,15 +25,15 @@ def test_dry_run_trains_evaluates_and_packs_both_styles(tmp_path):
     out = tmp_path / "out"
     env = {**os.environ, "PYTHON": sys.executable, "TMPDIR": str(tmp_path)}
     proc = subprocess.run([str(SCRIPT), str(out), "--photos", str(PHOTOS), "--teacher", str(AGCM), "--dry-run",
-                           "--runs", "itm,sr4-itm-real"], capture_output=True, text=True, timeout=900, env=env)
+                           "--runs", "itm,sr4-itm-real,sr4-itm-gpgm"], capture_output=True, text=True, timeout=900, env=env)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-2000:]
     assert sorted(p.name for p in out.iterdir()) == ["gpu-train.log", "summary.json", "weights.tar"]
     assert not [p for p in tmp_path.iterdir() if p.name.startswith("hdrvideo-gpu-train-")]  # scratch removed
     summary = json.loads((out / "summary.json").read_text())
-    assert summary["runs"] == ["itm", "sr4-itm-real"] and summary["dry_run"] is True
+    assert summary["runs"] == ["itm", "sr4-itm-real", "sr4-itm-gpgm"] and summary["dry_run"] is True
     caches = summary["data"]["caches"]
     assert len(caches["broadcast"]) == len(caches["real"]) == 2  # std and wide exposure keys
-    for name in ("itm", "sr4-itm-real"):
+    for name in ("itm", "sr4-itm-real", "sr4-itm-gpgm"):
         assert summary["calibrate"][name]["rc"] == 0 and summary["calibrate"][name]["s_per_step"] > 0
         t = summary["train"][name]
         assert t["rc"] == 0 and t["steps_done"] == t["steps_planned"] == 2, t
@@ -50,10 +50,14 @@ def test_dry_run_trains_evaluates_and_packs_both_styles(tmp_path):
     real = ev["sr4-itm-real"]["new"]
     assert real["eval_error"] is None and {"sr4-itm", "agcm+bicubic"} <= set(real["eval"]), real
     assert real["film"] and real["film_error"] is None
+    # GPGMNet from scratch: no shipped file to compare; a preset without styles
+    gpgm = ev["sr4-itm-gpgm"]
+    assert set(gpgm) == {"new"} and gpgm["new"]["eval_error"] is None and gpgm["new"]["film_error"] is None
+    assert "--init" not in summary["train"]["sr4-itm-gpgm"]["command"]
     with tarfile.open(out / "weights.tar") as tar:
         names = set(tar.getnames())
     assert names == {"itm/irnet-2.safetensors", "itm/log.jsonl", "sr4-itm-real/irnet-5-x4.safetensors",
-                     "sr4-itm-real/log.jsonl"}
+                     "sr4-itm-real/log.jsonl", "sr4-itm-gpgm/gpgmnet-x4.safetensors", "sr4-itm-gpgm/log.jsonl"}
 
 
 def test_unknown_run_is_one_line_and_exit_2(tmp_path):
