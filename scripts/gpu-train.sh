@@ -3,7 +3,8 @@
 # deadline, evaluate them next to the shipped files, and write OUTDIR/summary.json,
 # OUTDIR/gpu-train.log and OUTDIR/weights.tar. See scripts/gpu_train.py for the steps.
 #
-#   scripts/gpu-train.sh OUTDIR --photos DIR [--teacher AGCM.pth] [--budget 480] [--runs itm,sr4-itm-real,...] [--dry-run]
+#   scripts/gpu-train.sh OUTDIR --photos DIR [--teacher AGCM.pth] [--budget 480] [--runs itm,sr4-itm-real,...]
+#                        [--init RUN=FILE ...] [--dry-run]
 #   scripts/gpu-train.sh --install-wheels    # install carried .whl/ into .gpu-site/ (kept by the machine between calls)
 #
 # The device tool sends at most 64 MiB: the photographs (57 MB) and the PyAV wheel (36 MB) do not
@@ -14,6 +15,8 @@
 #   call 1:      run(command="scripts/gpu-train.sh --install-wheels", carry=[".whl"], timeout_s=120)
 #   call 2:      run(command="scripts/gpu-train.sh $OUT --photos .photos/polyhaven --teacher .photos/AGCM.pth",
 #                    carry=[".photos"], timeout_s=560)
+# Better starting points than the shipped files (unshipped CPU runs of the real SR styles, say)
+# travel in .photos too: --init sr4-itm-real=.photos/sr4-real.safetensors
 set -uo pipefail
 REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 # shellcheck source=scripts/gpu-env.sh

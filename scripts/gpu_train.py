@@ -169,7 +169,8 @@ def train_command(run: Run, caches: dict, out: Path, steps: int, device: str, ar
         "train", "--arch", run.arch, "--data", data, "--out", str(out), "--steps", str(steps), "--batch", str(batch),
         "--patch", str(patch), "--lr", f"{run.lr:g}", "--cycles", "1", "--film",
         "--film-params", json.dumps(run.film, separators=(",", ":")), "--padding", "replicate",
-        *(["--init", str(ENGINES / run.init)] if run.init else []), "--device", device, "--threads", str(args.threads), "--seed", str(seed),
+        *(["--init", str(args.inits.get(run.name) or ENGINES / run.init)] if run.init or run.name in args.inits else []),
+        "--device", device, "--threads", str(args.threads), "--seed", str(seed),
         "--precision", "bf16",  # tensor cores; same held-out PSNR as fp32 in an A/B on the CPU
         "--quiet", "--checkpoint-every", str(max(50, steps)),
     )
@@ -328,14 +329,23 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--shards", type=int, default=6, help="parallel cache shards per exposure range")
     ap.add_argument("--threads", type=int, default=2, help="torch CPU threads per training process")
     ap.add_argument("--seed", type=int, default=31)
+    ap.add_argument("--init", action="append", default=[], metavar="RUN=FILE",
+                    help="start RUN from FILE instead of the shipped weights (e.g. a better CPU run); repeatable")
     ap.add_argument("--dry-run", action="store_true", help="every step on the CPU at toy sizes")
     args = ap.parse_args(argv)
+    args.inits = {}
+    for item in args.init:
+        name, _, path = item.partition("=")
+        if not path or not Path(path).is_file():
+            print(f"gpu-train: --init {item!r}: expected RUN=FILE with an existing file", file=sys.stderr)
+            return 2
+        args.inits[name] = path
 
     t_start = time.perf_counter()
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     wanted = [n for n in args.runs.split(",") if n]
-    unknown = [n for n in wanted if n not in {r.name for r in RUNS}]
+    unknown = [n for n in wanted + list(args.inits) if n not in {r.name for r in RUNS}]
     if unknown:
         print(f"gpu-train: unknown runs {unknown}; known: {[r.name for r in RUNS]}", file=sys.stderr)
         return 2
@@ -351,7 +361,7 @@ def main(argv: list[str] | None = None) -> int:
 
     work = Path(tempfile.mkdtemp(prefix="hdrvideo-gpu-train-"))
     summary: dict = {"budget_s": args.budget, "dry_run": args.dry_run, "environment": environment(device),
-                     "runs": [r.name for r in runs], "film_params": FILM}
+                     "runs": [r.name for r in runs], "film_params": FILM, "inits": args.inits}
 
     def save() -> None:
         summary["elapsed_s"] = round(time.perf_counter() - t_start, 1)

@@ -25,7 +25,8 @@ def test_dry_run_trains_evaluates_and_packs_both_styles(tmp_path):
     out = tmp_path / "out"
     env = {**os.environ, "PYTHON": sys.executable, "TMPDIR": str(tmp_path)}
     proc = subprocess.run([str(SCRIPT), str(out), "--photos", str(PHOTOS), "--teacher", str(AGCM), "--dry-run",
-                           "--runs", "itm,sr4-itm-real,sr4-itm-gpgm"], capture_output=True, text=True, timeout=900, env=env)
+                           "--runs", "itm,sr4-itm-real,sr4-itm-gpgm",
+                           "--init", f"sr4-itm-real={REPO / 'engines' / 'irnet-5-x4.safetensors'}"], capture_output=True, text=True, timeout=900, env=env)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-2000:]
     assert sorted(p.name for p in out.iterdir()) == ["gpu-train.log", "summary.json", "weights.tar"]
     assert not [p for p in tmp_path.iterdir() if p.name.startswith("hdrvideo-gpu-train-")]  # scratch removed
@@ -54,10 +55,20 @@ def test_dry_run_trains_evaluates_and_packs_both_styles(tmp_path):
     gpgm = ev["sr4-itm-gpgm"]
     assert set(gpgm) == {"new"} and gpgm["new"]["eval_error"] is None and gpgm["new"]["film_error"] is None
     assert "--init" not in summary["train"]["sr4-itm-gpgm"]["command"]
+    assert summary["inits"] == {"sr4-itm-real": str(REPO / "engines" / "irnet-5-x4.safetensors")}
     with tarfile.open(out / "weights.tar") as tar:
         names = set(tar.getnames())
     assert names == {"itm/irnet-2.safetensors", "itm/log.jsonl", "sr4-itm-real/irnet-5-x4.safetensors",
                      "sr4-itm-real/log.jsonl", "sr4-itm-gpgm/gpgmnet-x4.safetensors", "sr4-itm-gpgm/log.jsonl"}
+
+
+def test_bad_init_is_one_line_and_exit_2(tmp_path):
+    env = {**os.environ, "PYTHON": sys.executable}
+    for bad, message in (("itm", "expected RUN=FILE"), (f"itm={tmp_path / 'none'}", "expected RUN=FILE"),
+                         (f"nope={SCRIPT}", "unknown runs ['nope']")):
+        proc = subprocess.run([str(SCRIPT), str(tmp_path / "o"), "--photos", str(tmp_path), "--init", bad],
+                              capture_output=True, text=True, timeout=120, env=env)
+        assert proc.returncode == 2 and message in proc.stdout + proc.stderr, (bad, proc.stderr)
 
 
 def test_unknown_run_is_one_line_and_exit_2(tmp_path):
