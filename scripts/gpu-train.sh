@@ -9,14 +9,16 @@
 #
 # The device tool sends at most 64 MiB: the photographs (57 MB) and the PyAV wheel (36 MB) do not
 # travel together, so on a lent GPU machine it takes two calls in a row (the machine stays warm
-# for about 30 s between them; .gpu-site, .whl and .photos are ignored by git):
+# for about 30 s between them; .gpu-site, .gpu-init, .whl and .photos are ignored by git):
 #   here, once:  scripts/gpu-check.sh --fetch-wheels
 #                mkdir -p .photos && cp -r ../shared/data/hdr-photos/polyhaven ../shared/reference/agcm/AGCM.pth .photos/
 #   call 1:      run(command="scripts/gpu-train.sh --install-wheels", carry=[".whl"], timeout_s=120)
 #   call 2:      run(command="scripts/gpu-train.sh $OUT --photos .photos/polyhaven --teacher .photos/AGCM.pth",
 #                    carry=[".photos"], timeout_s=560)
-# Better starting points than the shipped files (unshipped CPU runs of the real SR styles, say)
-# travel in .photos too: --init sr4-itm-real=.photos/sr4-real.safetensors
+# .photos and the repository together come within about 1 MB of the limit, so better starting
+# points than the shipped files (unshipped CPU runs of the real SR styles, say) travel with the
+# wheels in call 1, in .gpu-init/ (kept by the machine like .gpu-site):
+#   call 1:      carry=[".whl", ".gpu-init"];  call 2: … --init sr4-itm-real=.gpu-init/sr4-real.safetensors
 set -uo pipefail
 REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 # shellcheck source=scripts/gpu-env.sh
