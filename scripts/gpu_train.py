@@ -25,7 +25,6 @@ from __future__ import annotations
 import argparse
 import concurrent.futures as cf
 import json
-import math
 import os
 import platform
 import shlex
@@ -87,9 +86,13 @@ def hdrvideo(*args: str) -> list[str]:
     return [sys.executable, "-m", "hdrvideo.cli", *args]
 
 
-def run_cmd(cmd: list[str], timeout: float, env: dict | None = None) -> subprocess.CompletedProcess:
+def run_cmd(cmd: list[str], timeout: float) -> subprocess.CompletedProcess:
+    """Run ``cmd``; past ``timeout`` it is killed and reported as return code -9."""
     log("$ " + shlex.join(cmd))
-    return subprocess.run(cmd, capture_output=True, text=True, timeout=max(1.0, timeout), env=env)
+    try:
+        return subprocess.run(cmd, capture_output=True, text=True, timeout=max(1.0, timeout))
+    except subprocess.TimeoutExpired:
+        return subprocess.CompletedProcess(cmd, -9, "", f"timed out after {timeout:.0f} s")
 
 
 # --------------------------------------------------------------------------------------
