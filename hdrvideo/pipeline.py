@@ -1041,7 +1041,10 @@ class Pipeline:
                 running = [d for d in done if not d.is_set()]
                 if not running:
                     break
-                running[0].wait(timeout=0.1)
+                # a signal is held until the wait returns: raised inside Event.wait, it could
+                # leave the event's lock held, and the stage that sets it would block forever
+                with signals.critical():
+                    running[0].wait(timeout=0.1)
                 if self._stop.is_set():  # a stage failed: unblock the decoder, then wait for the others
                     source.stop = True
                     with signals.critical():
