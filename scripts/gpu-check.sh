@@ -20,14 +20,7 @@ if [ "${1:-}" = "--fetch-wheels" ]; then
   exit $?
 fi
 
-OUT="${1:-}"
-if [ -z "$OUT" ] || [ "${OUT#-}" != "$OUT" ]; then
-  echo "usage: scripts/gpu-check.sh OUTDIR [--dry-run] [--budget SECONDS] [--only STEPS] | --fetch-wheels" >&2
-  exit 2
-fi
+gpu_start gpu-check "scripts/gpu-check.sh OUTDIR [--dry-run] [--budget SECONDS] [--only STEPS] | --fetch-wheels" "${1:-}"
+OUT="$1"
 shift
-mkdir -p "$OUT" || exit 2
-gpu_prepare gpu-check || exit 2
-export PYTHONPATH="$REPO${PYTHONPATH:+:$PYTHONPATH}"
-export PYTHONUNBUFFERED=1
 exec timeout --kill-after=10 480 "$PY" "$REPO/scripts/gpu_check.py" "$OUT" "$@"

@@ -50,3 +50,17 @@ gpu_prepare() {
     return 2
   fi
 }
+
+# the common start of a GPU script: OUTDIR given and created, packages ready, the repository on
+# PYTHONPATH, unbuffered output; one line and exit 2 otherwise (the caller: gpu_start NAME USAGE "$1")
+gpu_start() {
+  local name="$1" usage="$2" out="${3:-}"
+  if [ -z "$out" ] || [ "${out#-}" != "$out" ]; then
+    echo "usage: $usage" >&2
+    exit 2
+  fi
+  mkdir -p "$out" || exit 2
+  gpu_prepare "$name" || exit 2
+  export PYTHONPATH="$REPO${PYTHONPATH:+:$PYTHONPATH}"
+  export PYTHONUNBUFFERED=1
+}

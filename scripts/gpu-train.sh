@@ -29,15 +29,8 @@ if [ "${1:-}" = "--install-wheels" ]; then
   exit $?
 fi
 
-OUT="${1:-}"
-if [ -z "$OUT" ] || [ "${OUT#-}" != "$OUT" ]; then
-  echo "usage: scripts/gpu-train.sh OUTDIR --photos DIR [--teacher AGCM.pth] [--budget S] [--runs A,B] [--dry-run] | --install-wheels" >&2
-  exit 2
-fi
+gpu_start gpu-train "scripts/gpu-train.sh OUTDIR --photos DIR [--teacher AGCM.pth] [--budget S] [--runs A,B] [--dry-run] | --install-wheels" "${1:-}"
+OUT="$1"
 shift
-mkdir -p "$OUT" || exit 2
-gpu_prepare gpu-train || exit 2
-export PYTHONPATH="$REPO${PYTHONPATH:+:$PYTHONPATH}"
-export PYTHONUNBUFFERED=1
 timeout --kill-after=10 540 "$PY" "$REPO/scripts/gpu_train.py" "$OUT" "$@" 2>&1 | tee "$OUT/gpu-train.log"
 exit "${PIPESTATUS[0]}"

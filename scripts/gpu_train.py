@@ -282,8 +282,8 @@ def _evaluate(r: Run, weights: str | None, caches: dict, device: str, args) -> d
     film = _json_out(run_cmd(film_cmd, 300))
     m = ev.get("metrics", {})
     return {
-        "eval": {k: v for k, v in m.items()}, "passes_bar": ev.get("passes_bar"), "eval_error": ev.get("error"),
-        "film": {k: v for k, v in film.get("bars", {}).items()}, "film_error": film.get("error"),
+        "eval": dict(m), "passes_bar": ev.get("passes_bar"), "eval_error": ev.get("error"),
+        "film": dict(film.get("bars", {})), "film_error": film.get("error"),
         "film_passed": all(b.get("passed") for b in film.get("bars", {}).values()) if film.get("bars") else None,
     }
 
