@@ -355,8 +355,9 @@ def print_report(report, as_json: bool) -> None:
     w, h = report.output_size
     stdout.print(Text.assemble(("✓", "green"), " ", str(report.output)), soft_wrap=True)
     stdout.print(
-        f"  {report.frames} frames {report.input_size[0]}×{report.input_size[1]} → {w}×{h}, "
-        f"{rate_text(report.fps)}, {report.seconds:.1f} s\n"
+        f"  {report.frames} frames {report.input_size[0]}×{report.input_size[1]} → {w}×{h}"
+        + (f" (pixel aspect {report.sample_aspect})" if report.sample_aspect else "")
+        + f", {rate_text(report.fps)}, {report.seconds:.1f} s\n"
         f"  preset {report.preset}: {report.processor}; {report.encoder}\n"
         f"  MaxCLL {report.max_cll} cd/m², MaxFALL {report.max_fall} cd/m²"
         + (f"\n  input colour: {_colour_line(report.input_colour)}" if report.input_colour else ""),
@@ -501,6 +502,10 @@ def probe_lines(info) -> list[tuple[str, str]]:
             rows.append(("Frame count", str(v.frames)))
         rows.append(("Scan type", _scan_words(v)))
         rows.append(("Rotation", f"{v.rotation}°" if v.rotation else "none"))
+        d = v.display_aspect
+        rows.append(("Pixel aspect ratio", f"{v.sample_aspect.numerator}:{v.sample_aspect.denominator}"
+                     if v.sample_aspect else "1:1 (square)"))
+        rows.append(("Display aspect ratio", f"{d.numerator}:{d.denominator} ({float(d):.3f})"))
         from .media.probe import colour_reading
 
         rows.append(("Convert reads it as", _colour_line(colour_reading(v))))

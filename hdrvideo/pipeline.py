@@ -54,6 +54,7 @@ from .presets import (
     check_option,
     check_tile,
     load_preset,
+    output_sample_aspect,
     output_size,
 )
 from .dequantize import code_step
@@ -181,6 +182,7 @@ class Report:
     #: MaxCLL as measured, before the cap at the mastering peak (encoder overshoot); 0 = unknown
     max_cll_measured: int = 0
     style: str = ""  # the neural preset's look ("real" or "broadcast"), "" for the others
+    sample_aspect: str = ""  # the output's pixel aspect "W:H" when not square (anamorphic sources)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -597,6 +599,8 @@ class Plan:
         v = self.video.rate
         return v * 2 if (v and self.deinterlace is not None) else v
     deband_step: float | None = None  # one source code in R'G'B' units when the deband stage runs
+    #: the output's pixel aspect (anamorphic sources keep their display aspect); None = square
+    sample_aspect: Fraction | None = None
 
 
 class Pipeline:
@@ -725,6 +729,8 @@ class Pipeline:
             out_w, out_h = output_size(crop.width, crop.height, preset.scale, preset.target)
         else:
             out_w, out_h = output_size(video.width, video.height, preset.scale, preset.target)
+        shown = (crop.width, crop.height) if (crop is not None and not preset.pad_back) else (video.width, video.height)
+        sample_aspect = output_sample_aspect(video.sample_aspect, shown, (out_w, out_h))
         if out_w < MIN_OUTPUT_WIDTH:
             # libx265 4.x corrupts its heap on pictures 33–48 pixels wide (seen with FFmpeg 8.1's
             # build); nothing that narrow is a real HDR10 deliverable, so refuse cleanly.
@@ -769,6 +775,7 @@ class Pipeline:
             crop=crop, picture_size=picture_size, pad_offset=pad_offset, mux=mux, two_pass_cache=cache,
             notes=tuple(notes),
             deband_step=code_step(video.bit_depth, video.full_range or video.is_rgb) if deband else None,
+            sample_aspect=sample_aspect,
         )
 
     def _crop(self, preset: Preset, video: VideoInfo) -> CropRect | None:
@@ -896,7 +903,8 @@ class Pipeline:
             encoder=e.encoder, crf=e.crf, x265_preset=e.x265_preset, chroma_siting=e.chroma_siting,
             mastering=plan.mastering, extra_params=e.x265_params, keyint=int(e.keyint), closed_gop=e.closed_gop,
             bitrate=int(e.bitrate), maxrate=int(e.maxrate), bufsize=int(e.bufsize), level=str(e.level), tier=e.tier,
-            multipass=e.two_pass and e.encoder == "hevc_nvenc", total_frames=plan.total)
+            multipass=e.two_pass and e.encoder == "hevc_nvenc", total_frames=plan.total,
+            sample_aspect=plan.sample_aspect)
 
     # -- the threads ---------------------------------------------------------------------
     def _decode(self, decoder: Decoder, q_out: queue.Queue, device: torch.device) -> None:
@@ -1156,6 +1164,8 @@ class Pipeline:
             peak_rss_mb=round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
             input_colour=colour_reading(video),
             crop=str(plan.crop) if plan.crop else "",
+            sample_aspect=(f"{plan.sample_aspect.numerator}:{plan.sample_aspect.denominator}"
+                           if plan.sample_aspect else ""),
         )
         self._emit(ProgressEvent(frames, frames, report.fps, 0.0, "done"))
         return report

@@ -20,6 +20,7 @@ import tomllib
 import types
 import typing
 from dataclasses import dataclass, field
+from fractions import Fraction
 from importlib import resources
 from pathlib import Path
 from typing import Any, Callable, Literal
@@ -451,7 +452,6 @@ AUDIO_MODES = ("copy", "aac", "none")
 
 def check_delivery(enc: EncodeSettings) -> None:
     """Check the delivery settings that need no input (rates, level, modes, x265 parameters)."""
-    from fractions import Fraction
 
     from .media.encode import check_x265_params, parse_keyint, parse_rate
     from .media.hevc_levels import TIERS, parse_level
@@ -511,6 +511,28 @@ def find_weights(preset: Preset) -> Path | None:
         if (d / given).is_file():
             return d / given
     return None
+
+
+def output_sample_aspect(sample_aspect: Fraction | None, source: tuple[int, int],
+                         out: tuple[int, int]) -> Fraction | None:
+    """The output's pixel aspect that shows ``source`` (W, H) pixels of aspect ``sample_aspect``
+    at the same display aspect in ``out`` (W, H) pixels, as FFmpeg's scale filter sets it.
+
+    None (square pixels) for a square-pixel source: there the output's even rounding, at most one
+    pixel, is not worth a non-square aspect. Both terms fit the 16 bits of the HEVC VUI's
+    ``sar_width``/``sar_height`` (ITU-T H.265 Annex E.2.1).
+    """
+    if not sample_aspect or sample_aspect == 1:
+        return None
+    sar = Fraction(sample_aspect) * Fraction(source[0] * out[1], source[1] * out[0])
+    if sar == 1:
+        return None
+    limit = 65535
+    if sar.numerator > limit or sar.denominator > limit:
+        sar = sar.limit_denominator(limit)
+        if sar.numerator > limit:
+            sar = 1 / (1 / sar).limit_denominator(limit)
+    return sar
 
 
 def output_size(width: int, height: int, scale: int, box: tuple[int, int]) -> tuple[int, int]:

@@ -169,6 +169,7 @@ def write_h264_clip(
     stream_metadata: dict[str, str] | None = None,
     rotation: int = 0,
     options: dict[str, str] | None = None,
+    sample_aspect: Fraction | None = None,  # pixel aspect (libx264 writes it into the VUI)
 ) -> Path:
     """An H.264 clip of a bar moving 4 px a frame (2 px between fields), keyframes every ``gop``.
 
@@ -198,6 +199,8 @@ def write_h264_clip(
             vs.metadata[key] = value
         if rotation:
             vs.set_display_rotation(rotation)
+        if sample_aspect:
+            vs.codec_context.sample_aspect_ratio = sample_aspect
         a_s = out.add_stream("aac", rate=48000, layout="stereo") if audio_seconds > 0 else None
         rng = np.random.default_rng(1)
         for i in range(frames):

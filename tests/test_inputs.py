@@ -415,6 +415,51 @@ def test_rotation_is_probed_and_kept(tmp_path):
     assert hdrvideo.probe(write_h264_clip(tmp_path / "flat.mp4", 2)).video.rotation == 0
 
 
+def pixel_aspects(path: Path) -> tuple[Fraction, Fraction]:
+    """(container's, bitstream VUI's) pixel aspect of the first video stream."""
+    with av.open(str(path)) as c:
+        s = c.streams.video[0]
+        next(c.decode(s))  # the decoder sets the codec's aspect from the SPS VUI
+        return Fraction(s.sample_aspect_ratio), Fraction(s.codec_context.sample_aspect_ratio)
+
+
+def test_anamorphic_source_keeps_its_display_aspect(tmp_path):
+    """PAL 4:3 stored as 720×576 has 16:15 pixels: dropping that would squeeze the picture."""
+    src = write_h264_clip(tmp_path / "pal.mp4", 3, size=(72, 48), sample_aspect=Fraction(16, 15))
+    info = hdrvideo.probe(src).video
+    assert info.sample_aspect == Fraction(16, 15) and info.display_aspect == Fraction(8, 5)
+    assert "Pixel aspect ratio       : 16:15" in run_cli("probe", str(src)).stdout
+    out = tmp_path / "pal.hdr10.mp4"
+    report = hdrvideo.convert(src, out, **FAST)
+    assert report.sample_aspect == "16:15"
+    assert pixel_aspects(out) == (Fraction(16, 15), Fraction(16, 15))  # MP4 'pasp' and HEVC VUI
+    # a crop keeps the pixel shape; MKV carries it as its display size
+    mkv = tmp_path / "pal.mkv"
+    hdrvideo.convert(src, mkv, crop="64:48:4:0", **FAST)
+    assert pixel_aspects(mkv) == (Fraction(16, 15), Fraction(16, 15))
+    # square pixels stay unsignalled
+    square = write_h264_clip(tmp_path / "sq.mp4", 2, size=(72, 48))
+    assert hdrvideo.probe(square).video.sample_aspect is None
+    assert hdrvideo.convert(square, tmp_path / "sq.hdr10.mp4", **FAST).sample_aspect == ""
+
+
+def test_output_sample_aspect_keeps_the_display_aspect():
+    from hdrvideo.presets import output_sample_aspect
+
+    assert output_sample_aspect(Fraction(16, 15), (720, 576), (2880, 2304)) == Fraction(16, 15)  # ×4
+    # HDV 1440×1080 (4:3 pixels) fitted into 3840×2160 keeps 16:9 on screen
+    sar = output_sample_aspect(Fraction(4, 3), (1440, 1080), (2880, 2160))
+    assert Fraction(2880, 2160) * sar == Fraction(16, 9)
+    # even rounding of an odd width is compensated exactly
+    sar = output_sample_aspect(Fraction(8, 9), (719, 480), (1438 * 2, 960 * 2))
+    assert Fraction(1438 * 2, 960 * 2) * sar == Fraction(719, 480) * Fraction(8, 9)
+    assert output_sample_aspect(None, (853, 480), (854, 480)) is None
+    assert output_sample_aspect(Fraction(1), (853, 480), (854, 480)) is None
+    far = output_sample_aspect(Fraction(65521, 65519), (1001, 999), (1000, 1000))  # VUI: 16 bits each
+    assert max(far.numerator, far.denominator) <= 65535
+    assert abs(float(far) - 65521 / 65519 * 1001 * 1000 / (999 * 1000)) < 1e-6
+
+
 # ------------------------------------------------------------------ 13. batch resume and output
 
 

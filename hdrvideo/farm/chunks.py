@@ -677,6 +677,7 @@ def convert_chunked(
                  "max_cll": r["max_cll"], "max_fall": r["max_fall"], "seconds": r["seconds"]}
                 for c, r in zip(plan.chunks, reports)],
         engine=eng.name, crop=str(film.crop) if film.crop else "",
+        style=first.get("style", ""), sample_aspect=first.get("sample_aspect", ""),
     )
     if sink:
         sink(ProgressEvent(report.frames, report.frames, report.fps, 0.0, "done"))

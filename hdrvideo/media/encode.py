@@ -105,6 +105,7 @@ class EncoderConfig:
     level: str = ""  # HEVC level ("5.1"); "" = the encoder's choice
     tier: str = "main"
     total_frames: int = 0  # expected frame count (0 = unknown): lets VBV end as full as it began
+    sample_aspect: Fraction | None = None  # pixel aspect for the VUI and the MP4 'pasp' box; None = square
 
 
 def x265_params(cfg: EncoderConfig) -> str:
@@ -381,6 +382,8 @@ class HevcEncoder:
             s.options = encoder_options(cfg)
             if cfg.rotation:
                 s.set_display_rotation(cfg.rotation)
+            if cfg.sample_aspect:  # libx265/NVENC write it into the VUI, the MP4 muxer a 'pasp' box
+                cc.sample_aspect_ratio = cfg.sample_aspect
             self.stream = s
             # Open now, not lazily at the first frame: with MP4's global-header flag the parameter
             # sets (VPS/SPS/PPS) exist only in the extradata made here — NVENC then writes none

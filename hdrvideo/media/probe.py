@@ -68,6 +68,13 @@ class VideoInfo:
     has_alpha: bool = False
     #: ``duration`` is the video stream's own (not the container's, which may be the audio's)
     duration_exact: bool = False
+    #: width : height of one stored pixel (anamorphic SD, HDV); None = square or unknown
+    sample_aspect: Fraction | None = None
+
+    @property
+    def display_aspect(self) -> Fraction:
+        """Width : height of the picture as shown (storage aspect × pixel aspect)."""
+        return Fraction(self.width, self.height) * (self.sample_aspect or 1)
 
     @property
     def interlaced(self) -> bool:
@@ -300,6 +307,8 @@ def _video_info(container: av.container.InputContainer, stream: av.video.stream.
     if duration is None and container.duration:
         duration = container.duration / 1_000_000
     start = float(stream.start_time * tb) if stream.start_time is not None else 0.0
+    sar = stream.sample_aspect_ratio  # the stream's, else the codec's (FFmpeg guesses the same way)
+    sample_aspect = Fraction(sar) if sar and sar > 0 and sar != 1 else None
     # Rotation and field flags: PyAV does not expose the stream's side data, but libavcodec
     # attaches the stream's display matrix to every decoded frame, so the first frame says it.
     first = _first_frame(container, stream)
@@ -337,6 +346,7 @@ def _video_info(container: av.container.InputContainer, stream: av.video.stream.
         interlaced_frames=bool(first is not None and first.interlaced_frame),
         has_alpha=has_alpha,
         duration_exact=duration_exact,
+        sample_aspect=sample_aspect,
     )
 
 
