@@ -584,9 +584,11 @@ def presets(as_json: Annotated[bool, typer.Option("--json", help="Machine-readab
         return
     from rich.table import Table
 
+    wide = stdout.width >= 150  # narrower terminals get one indented block per preset
     table = Table(box=None, header_style="bold", pad_edge=False)
     for col in ("preset", "scale", "network", "style", "weights", "peak", "SDR white", "description"):
         table.add_column(col, overflow="fold")
+    blocks = []
     for p in items:
         if p.processor == "neural":
             weights = "installed" if find_weights(p) is not None else "not installed (--weights)"
@@ -602,7 +604,20 @@ def presets(as_json: Annotated[bool, typer.Option("--json", help="Machine-readab
         others = [s for s in (p.model.styles if p.model else ()) if s != p.style]
         style = (p.style + (f" (also {', '.join(others)})" if others else "")) if p.style else "-"
         table.add_row(name, scale, network, style, weights, peak, white, p.description)
-    stdout.print(table, highlight=False)
+        facts = f"scale {scale} · network {network} · style {style} · weights {weights} · peak {peak} · SDR white {white}"
+        blocks += [Text(name, style="bold"), _padding(Text(facts + "\n" + p.description), (0, 0, 0, 2))]
+    if wide:
+        stdout.print(table, highlight=False)
+    else:
+        from rich.console import Group
+
+        stdout.print(Group(*blocks), highlight=False)
+
+
+def _padding(renderable, pad: tuple[int, int, int, int]):
+    from rich.padding import Padding
+
+    return Padding(renderable, pad)
 
 
 @app.command()
