@@ -99,7 +99,8 @@ def test_probe_reports_like_mediainfo(tmp_path, clip):
     assert data["video"]["transfer_tag"] == 16 and data["hdr10"]["max_cll"] > 0
 
 
-def test_presets_lists_all_with_default():
+def test_presets_lists_all_with_default(monkeypatch):
+    monkeypatch.setenv("COLUMNS", "80")
     proc = run("presets", "--json")
     assert proc.returncode == 0, proc.stderr
     items = {p["name"]: p for p in json.loads(proc.stdout)}
@@ -108,6 +109,9 @@ def test_presets_lists_all_with_default():
     assert items["sr4-itm"]["arch"] == "irnet-5-x4"
     text = run("presets").stdout
     assert "bt2408" in text and "(default)" in text
+    # on an 80-column terminal the descriptions read as text, not a word per line
+    assert "Classical ITU-R BT.2408 display-light mapping" in text
+    assert max(len(line.rstrip()) for line in text.splitlines()) <= 80
 
 
 def test_sample_then_convert_quick_start(tmp_path):
