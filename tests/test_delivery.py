@@ -442,6 +442,78 @@ def test_subtitle_streams_by_language(tmp_path):
         assert [s.metadata.get("language") for s in c.streams.subtitles] == ["fre"]
 
 
+ASS_HEADER = (b"[Script Info]\nScriptType: v4.00+\n\n[V4+ Styles]\nFormat: Name, Fontname, Fontsize, PrimaryColour, "
+              b"SecondaryColour, OutlineColour, BackColour, Bold, Italic, Underline, StrikeOut, ScaleX, ScaleY, "
+              b"Spacing, Angle, BorderStyle, Outline, Shadow, Alignment, MarginL, MarginR, MarginV, Encoding\n"
+              b"Style: Default,Arial,16,&Hffffff,&Hffffff,&H0,&H0,0,0,0,0,100,100,0,0,1,1,0,2,10,10,10,0\n\n"
+              b"[Events]\nFormat: Layer, Start, End, Style, Name, MarginL, MarginR, MarginV, Effect, Text\n")
+
+
+def write_subtitled(path: Path, events: list[tuple[int, int, str]], frames: int = 25, codec: str = "subrip") -> Path:
+    """``frames`` 25 fps frames and one ``codec`` text subtitle stream (English) of (start ms, end ms, text)."""
+    from av.subtitles.subtitle import SubtitleSet
+
+    with av.open(str(path), "w") as out:
+        v = out.add_stream("libx264", rate=25)
+        v.width, v.height, v.pix_fmt = 64, 48, "yuv420p"
+        s = out.add_stream(codec)
+        s.time_base = Fraction(1, 1000)
+        s.codec_context.subtitle_header = ASS_HEADER
+        s.metadata["language"] = "eng"
+        pending = sorted(events)
+        for i in range(frames):
+            f = av.VideoFrame.from_ndarray(np.full((48, 64, 3), 40 + 4 * i, np.uint8), format="rgb24")
+            f.pts, f.time_base = i, Fraction(1, 25)
+            for p in v.encode(f):
+                out.mux(p)
+            while pending and pending[0][0] <= i * 40:
+                t0, t1, text = pending.pop(0)
+                p = s.codec_context.encode_subtitle(SubtitleSet.create(f"0,0,Default,,0,0,0,,{text}".encode(), 0, t1 - t0))
+                p.pts = p.dts = t0
+                p.duration = t1 - t0
+                p.stream = s
+                out.mux(p)
+        for p in v.encode(None):
+            out.mux(p)
+    return path
+
+
+def subtitle_events(path: Path) -> tuple[str, list[tuple[int, int, str]]]:
+    """(codec, [(start ms, end ms, text)]) of the first subtitle stream."""
+    with av.open(str(path)) as c:
+        s = c.streams.subtitles[0]
+        events = []
+        for p in c.demux(s):
+            if not p.size:
+                continue
+            t0 = round(p.pts * s.time_base * 1000)
+            text = " ".join(sub.dialogue.decode() for sub in p.decode())
+            events.append((t0, t0 + round(p.duration * s.time_base * 1000), text))
+        return s.codec_context.name, events
+
+
+def test_text_subtitles_change_codec_to_fit_the_container(tmp_path):
+    """SubRip cannot go into MP4, nor MP4's timed text into MKV: each becomes the other's text codec."""
+    src = write_subtitled(tmp_path / "in.mkv", [(0, 400, "Line one"), (480, 880, "Line two")])
+    mp4 = tmp_path / "out.mp4"
+    report = hdrvideo.convert(src, mp4, **FAST)
+    assert "subtitle #1 srt → mov_text" in report.streams_copied  # FFmpeg's SubRip decoder is "srt"
+    assert not [w for w in report.warnings if "subtitle" in w]
+    codec, events = subtitle_events(mp4)
+    assert codec == "mov_text" and [e for e in events if e[2]] == [(0, 400, "Line one"), (480, 880, "Line two")]
+    with av.open(str(mp4)) as c:
+        assert c.streams.subtitles[0].metadata.get("language") == "eng"
+    timed_text = write_subtitled(tmp_path / "in.mp4", [(0, 400, "Line one"), (480, 880, "Line two")], codec="mov_text")
+    back = tmp_path / "back.mkv"
+    hdrvideo.convert(timed_text, back, **FAST)
+    codec, events = subtitle_events(back)
+    assert codec in ("subrip", "srt") and [e for e in events if e[2]] == [(0, 400, "Line one"), (480, 880, "Line two")]
+    # a --start cut shortens the event it falls in and moves the rest onto the output timeline
+    cut = tmp_path / "cut.mp4"
+    hdrvideo.convert(src, cut, start="0.2", **FAST)
+    assert [e for e in subtitle_events(cut)[1] if e[2]] == [(0, 200, "Line one"), (280, 680, "Line two")]
+
+
 # ---------------------------------------------------------------- crop and pad-back
 
 

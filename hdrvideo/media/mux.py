@@ -29,6 +29,7 @@ from ..errors import EncoderError, UsageError
 from .audio import AacTranscoder
 from .hdr10_boxes import MasteringMetadata, add_mp4_hdr10_boxes
 from .probe import StreamInfo, open_input
+from .subtitles import TextSubtitleTranscoder, text_subtitle_target
 from .timecode import shift_timecode
 
 __all__ = ["OUTPUT_FORMATS", "output_format", "mux_final", "StreamWindow", "MuxOptions", "parse_selection",
@@ -343,12 +344,14 @@ def mux_final(
                 if o is None:
                     try:
                         o = out.add_stream_from_template(s)
+                        result.copied.append(f"{s.type} #{s.index} {_codec_name(s)}")
                     except (ValueError, av.error.FFmpegError) as err:
-                        msg = f"{s.type} stream #{s.index} ({_codec_name(s)}) cannot be stored in {fmt}; skipped"
-                        log.warning("%s (%s)", msg, err)
-                        result.skipped.append(msg)
-                        continue
-                    result.copied.append(f"{s.type} #{s.index} {_codec_name(s)}")
+                        o = _subtitle_transcoder(s, out, fmt, window, transcoders, result)
+                        if o is None:
+                            msg = f"{s.type} stream #{s.index} ({_codec_name(s)}) cannot be stored in {fmt}; skipped"
+                            log.warning("%s (%s)", msg, err)
+                            result.skipped.append(msg)
+                            continue
                 for key in ("language", "title", "handler_name"):
                     if key in s.metadata:
                         o.metadata[key] = s.metadata[key]
@@ -376,6 +379,23 @@ def mux_final(
         if src:
             src.close()
     return result
+
+
+def _subtitle_transcoder(s, out, fmt: str, window: StreamWindow, transcoders: dict, result: MuxResult):
+    """A text subtitle the container cannot store as it is, re-encoded to its text codec
+    (:mod:`hdrvideo.media.subtitles`); None when it is not text or cannot be converted."""
+    name = _codec_name(s)
+    target = text_subtitle_target(name, fmt)
+    if target is None:
+        return None
+    try:
+        tc = TextSubtitleTranscoder(s, out, target, window.offset, window.start, window.end)
+    except (ValueError, av.error.FFmpegError) as err:
+        log.warning("subtitle stream #%d (%s) cannot be converted to %s: %s", s.index, name, target, err)
+        return None
+    transcoders[s.index] = tc
+    result.copied.append(f"subtitle #{s.index} {name} → {target}")
+    return tc.stream
 
 
 def _audio_stream(s, out, fmt: str, opts: MuxOptions, window: StreamWindow, transcoders: dict[int, AacTranscoder],
