@@ -36,6 +36,20 @@ def has_tool(name: str) -> bool:
     return shutil.which(name) is not None
 
 
+def _mux_tone(out, stream, seconds: float) -> None:
+    """``seconds`` of a 440 Hz stereo tone (48 kHz) encoded into ``stream`` of ``out``."""
+    n = int(seconds * 48000)
+    tone = (0.2 * np.sin(2 * np.pi * 440 * np.arange(n) / 48000)).astype(np.float32)
+    for start in range(0, n - 1023, 1024):
+        chunk = tone[start : start + 1024]
+        af = av.AudioFrame.from_ndarray(np.stack([chunk, chunk]), format="fltp", layout="stereo")
+        af.sample_rate, af.pts, af.time_base = 48000, start, Fraction(1, 48000)
+        for p in stream.encode(af):
+            out.mux(p)
+    for p in stream.encode(None):
+        out.mux(p)
+
+
 def write_planes_clip(
     path: str | Path,
     frames: list[tuple[np.ndarray, ...]],
@@ -80,17 +94,7 @@ def write_planes_clip(
         for p in vs.encode(None):
             out.mux(p)
         if a_s is not None:
-            n = int(audio_seconds * 48000)
-            t = np.arange(n) / 48000
-            tone = (0.2 * np.sin(2 * np.pi * 440 * t)).astype(np.float32)
-            for start in range(0, n - 1023, 1024):
-                chunk = tone[start : start + 1024]
-                af = av.AudioFrame.from_ndarray(np.stack([chunk, chunk]), format="fltp", layout="stereo")
-                af.sample_rate, af.pts, af.time_base = 48000, start, Fraction(1, 48000)
-                for p in a_s.encode(af):
-                    out.mux(p)
-            for p in a_s.encode(None):
-                out.mux(p)
+            _mux_tone(out, a_s, audio_seconds)
     finally:
         out.close()
     return path
@@ -218,16 +222,7 @@ def write_h264_clip(
         for p in vs.encode(None):
             out.mux(p)
         if a_s is not None:
-            n = int(audio_seconds * 48000)
-            tone = (0.2 * np.sin(2 * np.pi * 440 * np.arange(n) / 48000)).astype(np.float32)
-            for start in range(0, n - 1023, 1024):
-                chunk = tone[start : start + 1024]
-                af = av.AudioFrame.from_ndarray(np.stack([chunk, chunk]), format="fltp", layout="stereo")
-                af.sample_rate, af.pts, af.time_base = 48000, start, Fraction(1, 48000)
-                for p in a_s.encode(af):
-                    out.mux(p)
-            for p in a_s.encode(None):
-                out.mux(p)
+            _mux_tone(out, a_s, audio_seconds)
     finally:
         out.close()
     return path

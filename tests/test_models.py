@@ -23,15 +23,6 @@ AGCM_SHA256 = "cd60200bbced1856c17f8a96b13ce56cb578dfe08a682ab2676a09be98066c82"
 ALL = ["irnet-2", "irnet-1-48", "irnet-5-x2", "irnet-5-x4", "gpgmnet-x2", "gpgmnet-x4", "agcm"]
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _single_thread():
-    """Tiny tensors: one intra-op thread is as fast, and immune to oversubscribed CPUs."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 def _seeded(name: str, seed: int = 0, **options) -> ITMModel:
     torch.manual_seed(seed)
     return models.create(name, **options)

@@ -11,15 +11,6 @@ from hdrvideo.models.irnet import CCALayer
 from hdrvideo.processors.tiling import tile_starts, tiled_forward, tiled_model_forward
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _single_thread():
-    """Tiny tensors: one intra-op thread is as fast, and immune to oversubscribed CPUs."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 def natural_image(h: int, w: int, seed: int = 0) -> torch.Tensor:
     """Smooth gradients and colour waves plus a little blurred noise, in [0,1]."""
     g = torch.Generator().manual_seed(seed)
