@@ -460,6 +460,31 @@ def test_output_sample_aspect_keeps_the_display_aspect():
     assert abs(float(far) - 65521 / 65519 * 1001 * 1000 / (999 * 1000)) < 1e-6
 
 
+def with_a53_captions(src: Path, dst: Path) -> Path:
+    """``src`` (H.264 in MP4) with a CEA-608 caption pair in each access unit: an SEI NAL of ATSC
+    A/53 Part 4 ``cc_data`` in ITU-T T.35 user data (H.264 D.1.6), as broadcast encoders add."""
+    cc = bytes([0x40 | 1, 0xFF, 0xFC, 0x94, 0x2C, 0xFF])  # one 608 pair on field 1 (EDM, odd parity)
+    payload = bytes([0xB5, 0x00, 0x31]) + b"GA94" + b"\x03" + cc
+    nal = b"\x06" + bytes([0x04, len(payload)]) + payload + b"\x80"
+    with av.open(str(src)) as inp, av.open(str(dst), "w") as out:
+        s = inp.streams.video[0]
+        o = out.add_stream_from_template(s)
+        for p in inp.demux(s):
+            if p.size:
+                q = av.Packet(len(nal).to_bytes(4, "big") + nal + bytes(p))
+                q.pts, q.dts, q.time_base, q.is_keyframe, q.stream = p.pts, p.dts, p.time_base, p.is_keyframe, o
+                out.mux(q)
+    return dst
+
+
+def test_closed_captions_in_the_video_are_reported_as_not_kept(tmp_path):
+    plain = write_h264_clip(tmp_path / "plain.mp4", 4)
+    captioned = with_a53_captions(plain, tmp_path / "cc.mp4")
+    report = hdrvideo.convert(captioned, tmp_path / "cc.hdr10.mp4", **FAST)
+    assert len([w for w in report.warnings if "closed captions" in w]) == 1
+    assert not [w for w in hdrvideo.convert(plain, tmp_path / "p.hdr10.mp4", **FAST).warnings if "caption" in w]
+
+
 # ------------------------------------------------------------------ 13. batch resume and output
 
 

@@ -30,6 +30,8 @@ __all__ = ["PlaneLayout", "FrameBatch", "Decoder", "Deinterlacer", "parse_time"]
 
 log = logging.getLogger(__name__)
 
+_A53_CC = av.sidedata.sidedata.Type.A53_CC
+
 _PLANAR_YUV = re.compile(r"^(yuvj?)(420|422|444|440|411|410)p(\d+)?(le)?$")
 _GRAY = re.compile(r"^gray(\d+)?(le)?$")
 _SUBSAMPLING = {"420": (2, 2), "422": (2, 1), "444": (1, 1), "440": (1, 2), "411": (4, 1), "410": (4, 2)}
@@ -159,6 +161,7 @@ class DecodeStats:
     errors: int = 0  # packets the decoder rejected
     lost: int = 0  # frames lost to damaged packets
     truncated: bool = False  # the demuxer stopped with an error
+    captions: bool = False  # the video carries CEA-608/708 closed captions (A/53 side data)
 
 
 class Deinterlacer:
@@ -335,6 +338,8 @@ class Decoder:
                         window_ended = True
                         break
                 last_end = frame.pts * out_tb + (1 / self.info.rate if self.info.rate else 0)
+                if not self.stats.captions and frame.side_data.get(_A53_CC) is not None:
+                    self._captions_found()
                 yield frame
             if self.stop:
                 return
@@ -358,6 +363,15 @@ class Decoder:
             yield from self.deinterlacer(frame)
         if not self.stop:
             yield from self.deinterlacer(None)
+
+    def _captions_found(self) -> None:
+        """Closed captions ride in the source's picture bitstream (ATSC A/53 user data in SEI or
+        MPEG-2 picture user data), and the picture is re-encoded without them: say so once."""
+        self.stats.captions = True
+        msg = ("input carries CEA-608/708 closed captions in its video stream; they are not carried into "
+               "the HDR10 output (extract them first, e.g. to SRT, to keep them)")
+        log.warning("%s", msg)
+        self.stats.warnings.append(msg)
 
     def _check_losses(self, seeked: bool, last_end: Fraction | None, window_ended: bool) -> None:
         """One warning for frames lost to damaged packets, or one for a stream cut short."""
