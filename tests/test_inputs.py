@@ -480,6 +480,8 @@ def with_a53_captions(src: Path, dst: Path) -> Path:
 def test_closed_captions_in_the_video_are_reported_as_not_kept(tmp_path):
     plain = write_h264_clip(tmp_path / "plain.mp4", 4)
     captioned = with_a53_captions(plain, tmp_path / "cc.mp4")
+    assert hdrvideo.probe(captioned).video.captions and not hdrvideo.probe(plain).video.captions
+    assert "Closed captions          : CEA-608/708" in run_cli("probe", str(captioned)).stdout
     report = hdrvideo.convert(captioned, tmp_path / "cc.hdr10.mp4", **FAST)
     assert len([w for w in report.warnings if "closed captions" in w]) == 1
     assert not [w for w in hdrvideo.convert(plain, tmp_path / "p.hdr10.mp4", **FAST).warnings if "caption" in w]

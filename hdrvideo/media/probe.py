@@ -70,6 +70,8 @@ class VideoInfo:
     duration_exact: bool = False
     #: width : height of one stored pixel (anamorphic SD, HDV); None = square or unknown
     sample_aspect: Fraction | None = None
+    #: the first frame carries CEA-608/708 closed captions (ATSC A/53 side data)
+    captions: bool = False
 
     @property
     def display_aspect(self) -> Fraction:
@@ -347,6 +349,7 @@ def _video_info(container: av.container.InputContainer, stream: av.video.stream.
         has_alpha=has_alpha,
         duration_exact=duration_exact,
         sample_aspect=sample_aspect,
+        captions=first is not None and first.side_data.get(av.sidedata.sidedata.Type.A53_CC) is not None,
     )
 
 
