@@ -415,12 +415,12 @@ def test_rotation_is_probed_and_kept(tmp_path):
     assert hdrvideo.probe(write_h264_clip(tmp_path / "flat.mp4", 2)).video.rotation == 0
 
 
-def pixel_aspects(path: Path) -> tuple[Fraction, Fraction]:
-    """(container's, bitstream VUI's) pixel aspect of the first video stream."""
+def pixel_aspects(path: Path) -> tuple[Fraction | None, Fraction | None]:
+    """(container's, bitstream VUI's) pixel aspect of the first video stream; None = unsignalled."""
     with av.open(str(path)) as c:
         s = c.streams.video[0]
         next(c.decode(s))  # the decoder sets the codec's aspect from the SPS VUI
-        return Fraction(s.sample_aspect_ratio), Fraction(s.codec_context.sample_aspect_ratio)
+        return tuple(Fraction(a) if a else None for a in (s.sample_aspect_ratio, s.codec_context.sample_aspect_ratio))
 
 
 def test_anamorphic_source_keeps_its_display_aspect(tmp_path):
