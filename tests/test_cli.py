@@ -35,6 +35,7 @@ def clip(tmp_path_factory) -> Path:
 
 def test_bad_inputs_exit_2_with_one_line(tmp_path):
     assert_one_line_error(run("convert", str(tmp_path / "missing.mp4")), 2, "input not found")
+    assert_one_line_error(run("convert", str(tmp_path / "frame%04d.png")), 2, "image sequences are not read")
     empty = tmp_path / "empty.mp4"
     empty.write_bytes(b"")
     assert_one_line_error(run("convert", str(empty)), 2, "empty")

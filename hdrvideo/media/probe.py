@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import re
 from dataclasses import asdict, dataclass, field
 from fractions import Fraction
 from pathlib import Path
@@ -129,6 +130,8 @@ def open_input(path: str | os.PathLike[str]) -> av.container.InputContainer:
     """Open a media file, turning every failure into a one-line :class:`InputError`."""
     p = Path(path)
     if not p.exists():
+        if re.search(r"%0?\d*d", p.name):
+            raise InputError(f"input not found: {p} (image sequences are not read; give one video file)")
         raise InputError(f"input not found: {p}")
     if p.is_dir():
         raise InputError(f"input is a directory, not a video file: {p}")
