@@ -586,11 +586,10 @@ def presets(as_json: Annotated[bool, typer.Option("--json", help="Machine-readab
         return
     from rich.table import Table
 
-    wide = stdout.width >= 150  # narrower terminals get one indented block per preset
-    table = Table(box=None, header_style="bold", pad_edge=False)
-    for col in ("preset", "scale", "network", "style", "weights", "peak", "SDR white", "description"):
-        table.add_column(col, overflow="fold")
-    blocks = []
+    from rich.padding import Padding
+
+    columns = ("preset", "scale", "network", "style", "weights", "peak", "SDR white", "description")
+    rows = []
     for p in items:
         if p.processor == "neural":
             weights = "installed" if find_weights(p) is not None else "not installed (--weights)"
@@ -605,21 +604,20 @@ def presets(as_json: Annotated[bool, typer.Option("--json", help="Machine-readab
             peak, white = f"{p.mastering.max_luminance:g}", f"{p.sdr_white:g}"
         others = [s for s in (p.model.styles if p.model else ()) if s != p.style]
         style = (p.style + (f" (also {', '.join(others)})" if others else "")) if p.style else "-"
-        table.add_row(name, scale, network, style, weights, peak, white, p.description)
-        facts = f"scale {scale} · network {network} · style {style} · weights {weights} · peak {peak} · SDR white {white}"
-        blocks += [Text(name, style="bold"), _padding(Text(facts + "\n" + p.description), (0, 0, 0, 2))]
-    if wide:
+        rows.append((name, scale, network, style, weights, peak, white, p.description))
+    if stdout.width >= 150:
+        table = Table(box=None, header_style="bold", pad_edge=False)
+        for col in columns:
+            table.add_column(col, overflow="fold")
+        for row in rows:
+            table.add_row(*row)
         stdout.print(table, highlight=False)
-    else:
-        from rich.console import Group
-
-        stdout.print(Group(*blocks), highlight=False)
-
-
-def _padding(renderable, pad: tuple[int, int, int, int]):
-    from rich.padding import Padding
-
-    return Padding(renderable, pad)
+        return
+    # narrower terminals: one indented block per preset
+    for name, *facts, description in rows:
+        line = " · ".join(f"{col} {value}" for col, value in zip(columns[1:-1], facts))
+        stdout.print(Text(name, style="bold"), highlight=False)
+        stdout.print(Padding(Text(line + "\n" + description), (0, 0, 0, 2)), highlight=False)
 
 
 @app.command()

@@ -24,13 +24,11 @@ import numpy as np
 import torch
 
 from ..errors import InputError, UnsupportedInputError
-from .probe import VideoInfo, open_input
+from .probe import A53_CAPTIONS, VideoInfo, open_input
 
 __all__ = ["PlaneLayout", "FrameBatch", "Decoder", "Deinterlacer", "parse_time"]
 
 log = logging.getLogger(__name__)
-
-_A53_CC = av.sidedata.sidedata.Type.A53_CC
 
 _PLANAR_YUV = re.compile(r"^(yuvj?)(420|422|444|440|411|410)p(\d+)?(le)?$")
 _GRAY = re.compile(r"^gray(\d+)?(le)?$")
@@ -338,7 +336,7 @@ class Decoder:
                         window_ended = True
                         break
                 last_end = frame.pts * out_tb + (1 / self.info.rate if self.info.rate else 0)
-                if not self.stats.captions and frame.side_data.get(_A53_CC) is not None:
+                if not self.stats.captions and frame.side_data.get(A53_CAPTIONS) is not None:
                     self._captions_found()
                 yield frame
             if self.stop:

@@ -32,6 +32,8 @@ FIELD_ORDERS = {0: "unknown", 1: "progressive", 2: "tt", 3: "bb", 4: "tb", 5: "b
 INPUT_MATRICES = ("bt709", "bt601", "bt2020")
 INPUT_PRIMARIES = ("bt709", "bt601-525", "bt601-625", "bt2020")
 INPUT_RANGES = ("limited", "full")
+#: frame side data of CEA-608/708 closed captions (ATSC A/53 user data in the video bitstream)
+A53_CAPTIONS = av.sidedata.sidedata.Type.A53_CC
 
 
 @dataclass(frozen=True)
@@ -352,7 +354,7 @@ def _video_info(container: av.container.InputContainer, stream: av.video.stream.
         has_alpha=has_alpha,
         duration_exact=duration_exact,
         sample_aspect=sample_aspect,
-        captions=first is not None and first.side_data.get(av.sidedata.sidedata.Type.A53_CC) is not None,
+        captions=first is not None and first.side_data.get(A53_CAPTIONS) is not None,
     )
 
 

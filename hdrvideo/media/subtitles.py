@@ -54,7 +54,6 @@ class TextSubtitleTranscoder:
         self.offset = Fraction(offset)
         self.lo = max(self.offset, Fraction(start)) if start is not None else self.offset
         self.hi = Fraction(end) if end is not None else None
-        self.events = 0
 
     def feed(self, packet: av.Packet | None) -> Iterator[av.Packet]:
         if packet is None or packet.pts is None or not packet.size:
@@ -77,5 +76,4 @@ class TextSubtitleTranscoder:
         out.duration = max(0, round((t1 - t0) / _MS)) if packet.duration else 0
         out.time_base = _MS
         out.stream = self.stream
-        self.events += 1
         return iter((out,))
