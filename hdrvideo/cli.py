@@ -95,6 +95,7 @@ class DeinterlaceMode(str, Enum):
     auto = "auto"
     on = "on"
     off = "off"
+    ivtc = "ivtc"
 
 
 class InputMatrix(str, Enum):
@@ -403,7 +404,7 @@ def convert(
     ray_address: Annotated[Optional[str], typer.Option("--ray-address", help="Ray cluster address for --engine ray (default: start a local Ray).")] = None,
     work_dir: Annotated[Optional[Path], typer.Option("--work-dir", help="Where chunk files go (default: beside the output; shared storage on a Ray cluster).")] = None,
     chunk_transfer: Annotated[ChunkTransfer, typer.Option("--chunk-transfer", help="How chunks reach Ray workers: shared (files in --work-dir) or object-store.")] = ChunkTransfer("shared"),  # type: ignore[assignment]
-    deinterlace: Annotated[DeinterlaceMode, typer.Option("--deinterlace", help="Deinterlace (bwdif, one frame per field): auto = when the input is interlaced.")] = DeinterlaceMode.auto,
+    deinterlace: Annotated[DeinterlaceMode, typer.Option("--deinterlace", help="Deinterlace (bwdif, one frame per field): auto = when the input is interlaced; ivtc = undo 3:2 pulldown (telecined film, 29.97i → 23.976p).")] = DeinterlaceMode.auto,
     input_matrix: Annotated[Optional[InputMatrix], typer.Option("--input-matrix", help="Read the input's Y'CbCr with this matrix, whatever its tags say.")] = None,
     input_primaries: Annotated[Optional[InputPrimaries], typer.Option("--input-primaries", help="The input's colour primaries, whatever its tags say.")] = None,
     input_range: Annotated[Optional[InputRange], typer.Option("--input-range", help="The input's code range, whatever its tags say.")] = None,
@@ -500,7 +501,14 @@ def probe_lines(info) -> list[tuple[str, str]]:
         ]
         if v.frames:
             rows.append(("Frame count", str(v.frames)))
-        rows.append(("Scan type", _scan_words(v)))
+        scan = _scan_words(v)
+        from .media.probe import telecine_evidence
+
+        evidence = telecine_evidence(info.path, v)
+        if evidence is not None:
+            scan += (f"; looks telecined (3:2 pulldown: {evidence[0]} of {evidence[1]} sampled frames repeat "
+                     "a field), convert with --deinterlace ivtc")
+        rows.append(("Scan type", scan))
         rows.append(("Rotation", f"{v.rotation}°" if v.rotation else "none"))
         d = v.display_aspect
         rows.append(("Pixel aspect ratio", f"{v.sample_aspect.numerator}:{v.sample_aspect.denominator}"

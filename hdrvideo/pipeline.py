@@ -39,13 +39,14 @@ from . import errors as hdrvideo_errors
 from .errors import InputError, OutputExistsError, UnsupportedInputError, UsageError
 from .fsutil import make_work_dir, remove_stale_work_dirs
 from .media.crop import CropRect, check_crop, detect_crop, parse_crop
-from .media.decode import Decoder, FrameBatch, parse_time
+from .media.decode import Decoder, Deinterlacer, FrameBatch, deinterlaced_rate, parse_time
 from .media.encode import EncoderConfig, HevcEncoder, check_encoder, check_x265_params, parse_keyint, parse_rate
 from .media.hdr10_boxes import MasteringMetadata
 from .media.hevc_levels import check_level, parse_level
 from .media.mux import OUTPUT_FORMATS, MuxOptions, StreamWindow, mux_final, output_format, parse_selection, select_streams
 from .media.plane_cache import PlaneCacheReader, PlaneCacheWriter
-from .media.probe import MediaInfo, VideoInfo, apply_colour_overrides, colour_reading, probe, require_sdr_video
+from .media.probe import (MediaInfo, VideoInfo, apply_colour_overrides, colour_reading, probe, require_sdr_video,
+                          telecine_evidence)
 from .presets import (
     BACKEND_NAMES,
     OPTION_FIELDS,
@@ -64,7 +65,8 @@ from .stages import PackedBatch, PadPlanes, ProcessStage, build_chain
 from .torch_threads import IntraOpThreads
 
 __all__ = ["ConvertOptions", "ProgressEvent", "Report", "Plan", "Pipeline", "ProcessStage", "PackedBatch", "LightMeter",
-           "default_output", "convert", "input_video", "deinterlace_settings", "input_notices", "DEINTERLACE_MODES"]
+           "default_output", "convert", "input_video", "deinterlace_settings", "deinterlaced_rate_factor", "input_notices",
+           "DEINTERLACE_MODES"]
 
 log = logging.getLogger(__name__)
 
@@ -119,7 +121,8 @@ class ConvertOptions:
     queue_size: int = 2
     light_level: str = "decoded"  # MaxCLL/MaxFALL measured on the decoded output, or the encoder "input"
     #: interlaced input: "auto" deinterlaces what the stream says is interlaced, "on" every
-    #: input, "off" none (bwdif, one output frame per field)
+    #: input, "off" none (bwdif, one output frame per field); "ivtc" undoes 3:2 pulldown
+    #: (telecined film, 29.97i → 23.976p)
     deinterlace: str = "auto"
     #: how to read the input's colour, over its tags and the size-based guesses
     input_matrix: str | None = None  # bt709 | bt601 | bt2020
@@ -298,7 +301,7 @@ def mux_options(opt: ConvertOptions, preset: Preset, info: MediaInfo, dst: str) 
 # What the input is, as a conversion reads it
 # --------------------------------------------------------------------------------------
 
-DEINTERLACE_MODES = ("auto", "on", "off")
+DEINTERLACE_MODES = ("auto", "on", "off", "ivtc")
 _FIELD_WORDS = {"tt": "top field first", "bt": "top field first", "bb": "bottom field first",
                 "tb": "bottom field first"}
 
@@ -316,7 +319,8 @@ def deinterlace_settings(video: VideoInfo, mode: str | bool) -> tuple[str, str] 
     ``auto`` deinterlaces a stream that is interlaced by its field order or by its first
     frame's flags; ``on`` every stream; ``off`` none. Every frame of a deinterlaced stream goes
     through ``bwdif`` (so the output has a constant field rate), with each frame's own field
-    order when frames are flagged, else the stream's.
+    order when frames are flagged, else the stream's. ``ivtc`` inverse-telecines every stream
+    (``("ivtc", parity)``; it needs a constant frame rate).
     """
     if isinstance(mode, bool):  # a manifest's yes/no
         mode = "on" if mode else "off"
@@ -326,19 +330,38 @@ def deinterlace_settings(video: VideoInfo, mode: str | bool) -> tuple[str, str] 
         return None
     tff = video.top_field_first
     parity = "auto" if video.interlaced_frames or tff is None else ("tff" if tff else "bff")
+    if mode == "ivtc":
+        if not video.rate:
+            raise UsageError("--deinterlace ivtc needs a constant frame rate, and the input declares none")
+        return ("ivtc", parity)
     return ("all", parity)
+
+
+def deinterlaced_rate_factor(deinterlace: tuple[str, str] | None) -> Fraction:
+    """Output frames per input frame: 1, 2 (bwdif, a frame per field) or 4/5 (inverse telecine)."""
+    return Fraction(1) if deinterlace is None else deinterlaced_rate(deinterlace[0])
 
 
 def input_notices(info: MediaInfo, video: VideoInfo, preset: Preset, options: ConvertOptions,
                   deinterlace: tuple[str, str] | None) -> list[str]:
     """One line for each thing a conversion assumes about the input or leaves out of the output."""
     notes = [f"assumed {a}" for a in video.assumed]
-    if deinterlace is not None:
+    if deinterlace is not None and deinterlace[0] == "ivtc":
+        rate = float(video.rate * deinterlaced_rate("ivtc"))
+        notes.append(f"--deinterlace ivtc: 3:2 pulldown undone (fieldmatch, decimate), {float(video.rate):.5g} → "
+                     f"{rate:.5g} frames/s; frames with no matching field are deinterlaced with bwdif")
+    elif deinterlace is not None:
         order = _FIELD_WORDS.get(video.field_order, "field order from each frame")
         rate = f" ({float(video.rate):g} → {float(video.rate) * 2:g} frames/s)" if video.rate else ""
         why = "input is interlaced" if video.interlaced else "--deinterlace on"
         notes.append(f"{why} ({order}): deinterlaced with bwdif, one progressive frame per field{rate}; "
                      "--deinterlace off keeps the frames as they are")
+        evidence = telecine_evidence(info.path, video) if options.deinterlace == "auto" else None
+        if evidence is not None:
+            repeated, examined = evidence
+            notes.append(f"input looks telecined: {repeated} of {examined} sampled frames repeat a field, the "
+                         f"3:2 pulldown of film; --deinterlace ivtc restores its "
+                         f"{float(video.rate * deinterlaced_rate('ivtc')):.5g} frames/s instead")
     if video.has_alpha:
         notes.append(f"input has an alpha channel ({video.pix_fmt}); HDR10 has none, so it is dropped "
                      "(transparent pixels keep their colour values)")
@@ -581,9 +604,11 @@ class Plan:
     duration: Fraction | None
     total: int  # expected frames, 0 = unknown
     assumed: tuple[str, ...] = ()
-    #: the time base of the decoder's timestamps: the stream's, or half of it when deinterlacing
+    #: the time base of the decoder's timestamps: the stream's, or the deinterlacer's (half the
+    #: stream's for bwdif, one output frame for inverse telecine)
     time_base: Fraction | None = None
-    deinterlace: tuple[str, str] | None = None  # (deint, parity) of the bwdif deinterlacer, None = off
+    #: (deint, parity) of the :class:`~hdrvideo.media.decode.Deinterlacer`, None = off
+    deinterlace: tuple[str, str] | None = None
     #: what is assumed about the input or left out of the output, one line each
     notices: tuple[str, ...] = ()
     crop: CropRect | None = None  # source rectangle the decoder keeps
@@ -595,9 +620,10 @@ class Plan:
 
     @property
     def rate(self) -> Fraction | None:
-        """The output's frame rate: the input's, twice it when deinterlacing (a frame per field)."""
+        """The output's frame rate: the input's, twice it when deinterlacing (a frame per field),
+        4/5 of it after inverse telecine."""
         v = self.video.rate
-        return v * 2 if (v and self.deinterlace is not None) else v
+        return v * deinterlaced_rate_factor(self.deinterlace) if v else v
     deband_step: float | None = None  # one source code in R'G'B' units when the deband stage runs
     #: the output's pixel aspect (anamorphic sources keep their display aspect); None = square
     sample_aspect: Fraction | None = None
@@ -742,12 +768,11 @@ class Pipeline:
             remaining = int(math.ceil((Fraction(video.duration).limit_denominator(10**6) - start) * video.rate))
             total = min(total or remaining, remaining)
         deinterlace = deinterlace_settings(video, opt.deinterlace)
-        if deinterlace is not None:
-            total *= 2  # one frame per field
+        total = int(math.ceil(total * deinterlaced_rate_factor(deinterlace)))  # a frame per field, or 4 of 5
         notices = input_notices(info, video, preset, opt, deinterlace)
         if opt.frame_range is not None:
             total = int(opt.frame_range[1])
-        rate = video.rate * 2 if (video.rate and deinterlace is not None) else video.rate  # = Plan.rate
+        rate = video.rate * deinterlaced_rate_factor(deinterlace) if video.rate else video.rate  # = Plan.rate
         preset = resolve_delivery(preset, rate, (out_w, out_h))
         mux, notes = mux_options(opt, preset, info, self.dst)
         cache = ""
@@ -770,7 +795,8 @@ class Pipeline:
             out_size=(out_w, out_h), mastering=MasteringMetadata(m.primaries, m.max_luminance, m.min_luminance),
             start=start, duration=duration, total=total,
             assumed=tuple(n for n in notices if n.startswith("assumed ")),
-            time_base=Fraction(video.time_base) / (2 if deinterlace else 1),
+            time_base=(Deinterlacer(video.time_base, *deinterlace, rate=video.rate).time_base if deinterlace
+                       else Fraction(video.time_base)),
             deinterlace=deinterlace, notices=tuple(n for n in notices if not n.startswith("assumed ")),
             crop=crop, picture_size=picture_size, pad_offset=pad_offset, mux=mux, two_pass_cache=cache,
             notes=tuple(notes),

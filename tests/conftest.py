@@ -228,6 +228,59 @@ def write_h264_clip(
     return path
 
 
+def write_telecined_clip(path: str | Path, film_frames: int, *, size: tuple[int, int] = (96, 64)) -> Path:
+    """Film at 23.976 frames/s telecined to 29.97i (FFmpeg's ``telecine``, 3:2 pulldown, top
+    field first) and coded as interlaced H.264: 5 video frames for every 4 film frames.
+
+    Film frame i has a bright bar at x = 4i (6 px wide) on a dark ground, so every output frame
+    tells which film frame it shows.
+    """
+    path = Path(path)
+    w, h = size
+    graph = av.filter.Graph()
+    src = graph.add("buffer", f"video_size={w}x{h}:pix_fmt=yuv420p:time_base=1001/24000:pixel_aspect=1/1:"
+                              "frame_rate=24000/1001")
+    telecine, sink = graph.add("telecine", "first_field=top:pattern=23"), graph.add("buffersink")
+    src.link_to(telecine)
+    telecine.link_to(sink)
+    graph.configure()
+    out = av.open(str(path), "w")
+    try:
+        vs = out.add_stream("libx264", rate=Fraction(30000, 1001))
+        vs.width, vs.height, vs.pix_fmt = w, h, "yuv420p"
+        vs.codec_context.flags |= av.codec.context.Flags.interlaced_dct | av.codec.context.Flags.interlaced_me
+        vs.codec_context.field_order = 2  # AV_FIELD_TT
+        vs.options = {"x264-params": "tff=1", "crf": "8", "bf": "0"}
+
+        def encode(frame):
+            for p in vs.encode(frame):
+                out.mux(p)
+
+        def drain():
+            while True:
+                try:
+                    f = graph.vpull()
+                except (av.error.BlockingIOError, av.error.EOFError):
+                    return
+                f.pts = None
+                encode(f)
+
+        for i in range(film_frames):
+            luma = np.full((h, w), 40, np.uint8)
+            luma[:, (4 * i) % (w - 6):(4 * i) % (w - 6) + 6] = 220
+            planes = np.concatenate([luma, np.full((h // 2, w), 128, np.uint8)])
+            f = av.VideoFrame.from_ndarray(planes, format="yuv420p")
+            f.pts, f.time_base = i, Fraction(1001, 24000)
+            graph.vpush(f)
+            drain()
+        graph.vpush(None)
+        drain()
+        encode(None)
+    finally:
+        out.close()
+    return path
+
+
 def remux_damaging(src: str | Path, dst: str | Path, video_packet: int, keep: int = 4) -> Path:
     """Stream-copy ``src`` to ``dst``, overwriting the payload of one video packet after ``keep`` bytes."""
     with av.open(str(src)) as i, av.open(str(dst), "w") as o:

@@ -3,6 +3,7 @@ video, things the output cannot keep, colour guessing and overrides, rotation, b
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import subprocess
 from fractions import Fraction
@@ -26,6 +27,7 @@ from conftest import (
     video_pts,
     write_h264_clip,
     write_planes_clip,
+    write_telecined_clip,
 )
 
 FAST = {"x265_preset": "ultrafast"}
@@ -311,6 +313,64 @@ def test_interlaced_chunked_equals_field_count(tmp_path):
     assert report.frames == 40 and len(report.chunks) == 2
     assert video_pts(tmp_path / "out.mkv") == pytest.approx([i * 0.02 for i in range(40)], abs=1e-9)
     assert len([w for w in report.warnings if "deinterlaced" in w]) == 1
+
+
+def bar_positions(path: Path) -> list[int]:
+    """Left edge of the bright bar in each decoded frame (row 32 of Y'), -1 when there is none."""
+    out = []
+    for y, _, _ in decode_planes(path):
+        row = y[32].astype(np.int64)
+        bright = np.flatnonzero(row > (int(row.min()) + int(row.max())) // 2)
+        out.append(int(bright[0]) if len(bright) and row.max() - row.min() > 100 else -1)
+    return out
+
+
+@pytest.fixture(scope="module")
+def telecined(tmp_path_factory) -> Path:
+    return write_telecined_clip(tmp_path_factory.mktemp("tc") / "film.mp4", 20)  # 25 frames of 29.97i
+
+
+def test_telecined_film_inverse_telecined_to_its_own_frames(tmp_path, telecined):
+    with av.open(str(telecined)) as c:
+        assert c.streams.video[0].frames == 25
+    out = tmp_path / "ivtc.mp4"
+    report = hdrvideo.convert(telecined, out, deinterlace="ivtc", **FAST)
+    assert "3:2 pulldown undone" in one(report.warnings, "ivtc") and report.frames == 20
+    # every film frame once, in order, none doubled or lost: the bar steps 4 px a frame
+    assert bar_positions(out) == [4 * i for i in range(20)]
+    with av.open(str(out)) as c:
+        s = c.streams.video[0]
+        assert s.average_rate == Fraction(24000, 1001)
+        pts = sorted(p.pts for p in c.demux(s) if p.size)
+        assert [Fraction(p - pts[0]) * s.time_base for p in pts] == [i * Fraction(1001, 24000) for i in range(20)]
+    # whole film frames: the fields of a frame agree, so no combing
+    assert combing(out) < 0.5, combing(out)
+
+
+def test_telecine_detected_in_auto_mode_but_not_in_camera_video(tmp_path, telecined):
+    report = hdrvideo.convert(telecined, tmp_path / "bob.mp4", **FAST)
+    assert report.frames == 50  # auto stays bwdif at the field rate: one frame per field
+    hint = one(report.warnings, "telecined")
+    assert "--deinterlace ivtc restores its 23.976 frames/s" in hint
+    repeated, examined = (int(w) for w in hint.split(": ")[1].split(" sampled")[0].split(" of "))
+    assert examined >= 20 and 0.3 <= repeated / examined <= 0.5  # 2 of every 5 frames
+    assert "looks telecined (3:2 pulldown" in run_cli("probe", str(telecined)).stdout
+    camera = write_h264_clip(tmp_path / "cam.mkv", 30, rate=30, interlaced="tff")  # interlaced at 30 frames/s
+    report = hdrvideo.convert(camera, tmp_path / "cam.hdr10.mkv", **FAST)
+    assert report.frames == 60 and not [w for w in report.warnings if "telecine" in w]
+
+
+def test_ivtc_refuses_chunks_and_unknown_rates(tmp_path, telecined):
+    from hdrvideo.farm.chunks import convert_chunked
+    from hdrvideo.pipeline import deinterlace_settings
+
+    with pytest.raises(UsageError, match="without --chunks"):
+        convert_chunked(telecined, tmp_path / "c.mp4", chunks=2, workers=1, deinterlace="ivtc", **FAST)
+    assert not (tmp_path / "c.mp4").exists()
+    video = hdrvideo.probe(telecined).video
+    assert deinterlace_settings(video, "ivtc") == ("ivtc", "auto")
+    with pytest.raises(UsageError, match="constant frame rate"):
+        deinterlace_settings(dataclasses.replace(video, rate=None), "ivtc")
 
 
 # ------------------------------------------------------------------ 5. things dropped get one warning

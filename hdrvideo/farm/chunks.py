@@ -539,6 +539,10 @@ def convert_chunked(
     # the whole film's plan, once: every chunk gets the same crop and keyframe interval (in
     # frames), and a bad option fails here, before anything is split
     film = Pipeline(src, dst, dataclasses.replace(opts, progress=None)).plan()
+    if film.deinterlace is not None and film.deinterlace[0] == "ivtc":
+        # fieldmatch needs each chunk's neighbouring fields and decimate a whole cycle of five:
+        # cut anywhere else, a chunk boundary would keep a duplicate and drop a film frame
+        raise UsageError("--deinterlace ivtc runs over the whole stream; convert without --chunks")
     keyint = int(film.preset.encode.keyint)  # output frames
     fields = 2 if film.deinterlace else 1  # output frames per source frame
     plan = plan_chunks(src, chunks, video, keyint=math.lcm(keyint, fields) // fields if keyint else 0)  # source frames

@@ -26,7 +26,7 @@ import torch
 from ..errors import InputError, UnsupportedInputError
 from .probe import A53_CAPTIONS, VideoInfo, open_input
 
-__all__ = ["PlaneLayout", "FrameBatch", "Decoder", "Deinterlacer", "parse_time"]
+__all__ = ["PlaneLayout", "FrameBatch", "Decoder", "Deinterlacer", "deinterlaced_rate", "IVTC_CYCLE", "parse_time"]
 
 log = logging.getLogger(__name__)
 
@@ -162,8 +162,18 @@ class DecodeStats:
     captions: bool = False  # the video carries CEA-608/708 closed captions (A/53 side data)
 
 
+#: inverse telecine keeps 4 of every 5 frames: 3:2 pulldown made 5 video frames of 4 film frames
+IVTC_CYCLE = (4, 5)
+
+
+def deinterlaced_rate(deint: str) -> Fraction:
+    """Output frames per input frame of a :class:`Deinterlacer` mode: 2 (bwdif, a frame per
+    field) or 4/5 (``"ivtc"``: 29.97i telecined film back to 23.976p)."""
+    return Fraction(*IVTC_CYCLE) if deint == "ivtc" else Fraction(2)
+
+
 class Deinterlacer:
-    """Motion-adaptive deinterlacing with FFmpeg's ``bwdif`` (Bob Weaver), one frame per field.
+    """Deinterlacing with FFmpeg's filters: ``bwdif`` at the field rate, or inverse telecine.
 
     ``bwdif`` ("w3fdif and yadif combined", libavfilter/vf_bwdif.c) interpolates each missing
     field line from the spatial and temporal neighbours (the previous and next fields), and in
@@ -171,30 +181,58 @@ class Deinterlacer:
     time base of half the input's, so the second field's timestamp (half-way to the next
     frame) is exact: the output timestamps are the input's doubled, and the field frames
     between them. ``deint="all"`` deinterlaces every frame; ``"interlaced"`` only frames
-    flagged interlaced (others pass once, at their own timestamp). ``parity`` is ``tff``,
-    ``bff`` or ``auto`` (each frame's flag). The graph is built at the first frame, from that
-    frame's size and pixel format, so nothing is converted on the way in; it holds three frames.
+    flagged interlaced (others pass once, at their own timestamp).
+
+    ``deint="ivtc"`` undoes 3:2 pulldown (film at 23.976 frames/s carried as 29.97i, as on NTSC
+    DVDs and broadcasts): ``fieldmatch`` rebuilds each film frame from the two fields that
+    belong together, ``bwdif`` interpolates the frames it finds no match for (orphan fields at
+    edits; they are flagged interlaced), and ``decimate`` drops the one duplicate in each cycle
+    of five, the recipe of FFmpeg's filter documentation (fieldmatch). The output rate is the
+    input's × 4/5, in a time base of one output frame (``decimate`` retimes the frames it keeps).
+
+    ``parity`` is ``tff``, ``bff`` or ``auto`` (each frame's flag). The graph is built at the
+    first frame, from that frame's size and pixel format, so nothing is converted on the way in.
     """
 
-    def __init__(self, time_base: Fraction, deint: str = "all", parity: str = "auto") -> None:
-        if deint not in ("all", "interlaced") or parity not in ("tff", "bff", "auto"):
+    def __init__(self, time_base: Fraction, deint: str = "all", parity: str = "auto",
+                 rate: Fraction | None = None) -> None:
+        if deint not in ("all", "interlaced", "ivtc") or parity not in ("tff", "bff", "auto"):
             raise ValueError(f"bad deinterlacer settings {deint!r}, {parity!r}")
+        if deint == "ivtc" and not rate:
+            raise ValueError("inverse telecine needs the input's frame rate")
         self.in_time_base = Fraction(time_base)
-        self.time_base = self.in_time_base / 2  # bwdif send_field: out time base = in / 2
+        self.rate = Fraction(rate) if rate else None
+        if deint == "ivtc":
+            assert self.rate is not None
+            self.time_base = 1 / (self.rate * deinterlaced_rate(deint))
+        else:
+            self.time_base = self.in_time_base / 2  # bwdif send_field: out time base = in / 2
         self.deint = deint
         self.parity = parity
         self.graph: av.filter.Graph | None = None
 
+    def _filters(self) -> list[tuple[str, str]]:
+        if self.deint != "ivtc":
+            return [("bwdif", f"mode=send_field:parity={self.parity}:deint={self.deint}")]
+        order = {"tff": "tff", "bff": "bff", "auto": "auto"}[self.parity]
+        return [("fieldmatch", f"order={order}:combmatch=full"),
+                ("bwdif", f"mode=send_frame:parity={self.parity}:deint=interlaced"),
+                ("decimate", f"cycle={IVTC_CYCLE[1]}")]
+
     def _build(self, frame: av.VideoFrame) -> None:
         g = av.filter.Graph()
         tb = self.in_time_base
-        src = g.add("buffer", f"video_size={frame.width}x{frame.height}:pix_fmt={frame.format.name}:"
-                              f"time_base={tb.numerator}/{tb.denominator}:pixel_aspect=1/1:"
-                              f"colorspace={frame.colorspace}:range={frame.color_range}")
-        bw = g.add("bwdif", f"mode=send_field:parity={self.parity}:deint={self.deint}")
+        # fieldmatch and decimate need the frame rate (decimate derives its output rate from it)
+        rate = f":frame_rate={self.rate.numerator}/{self.rate.denominator}" if self.deint == "ivtc" else ""
+        node = g.add("buffer", f"video_size={frame.width}x{frame.height}:pix_fmt={frame.format.name}:"
+                               f"time_base={tb.numerator}/{tb.denominator}:pixel_aspect=1/1:"
+                               f"colorspace={frame.colorspace}:range={frame.color_range}{rate}")
+        for name, args in self._filters():
+            nxt = g.add(name, args)
+            node.link_to(nxt)
+            node = nxt
         sink = g.add("buffersink")
-        src.link_to(bw)
-        bw.link_to(sink)
+        node.link_to(sink)
         g.configure()
         self.graph = g
 
@@ -211,6 +249,10 @@ class Deinterlacer:
                 out = self.graph.vpull()
             except (av.error.BlockingIOError, av.error.EOFError):
                 return
+            tb = out.time_base
+            if tb is not None and out.pts is not None and Fraction(tb) != self.time_base:
+                out.pts = round(out.pts * Fraction(tb) / self.time_base)  # onto the promised time base
+                out.time_base = self.time_base
             yield out
 
 
@@ -251,9 +293,9 @@ class Decoder:
         self.threads = threads
         self.stats = DecodeStats()
         self.stop = False
-        #: ``(deint, parity)``: deinterlace with :class:`Deinterlacer` (one frame per field)
-        self.deinterlacer = Deinterlacer(info.time_base, *deinterlace) if deinterlace else None
-        #: the time base of the timestamps handed out (half the stream's when deinterlacing)
+        #: ``(deint, parity)``: deinterlace with :class:`Deinterlacer` (a frame per field, or IVTC)
+        self.deinterlacer = Deinterlacer(info.time_base, *deinterlace, rate=info.rate) if deinterlace else None
+        #: the time base of the timestamps handed out (the deinterlacer's when deinterlacing)
         self.time_base = self.deinterlacer.time_base if self.deinterlacer else Fraction(info.time_base)
 
     # -- frames ---------------------------------------------------------------------------

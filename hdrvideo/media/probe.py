@@ -14,7 +14,7 @@ import av
 
 from ..errors import InputError, UnsupportedInputError, UsageError
 
-__all__ = ["VideoInfo", "MediaInfo", "probe", "open_input", "guess_matrix", "guess_primaries",
+__all__ = ["VideoInfo", "MediaInfo", "probe", "open_input", "detect_pulldown", "telecine_evidence", "guess_matrix", "guess_primaries",
            "apply_colour_overrides", "colour_reading", "INPUT_MATRICES", "INPUT_PRIMARIES", "INPUT_RANGES"]
 
 # FFmpeg AVColorPrimaries / AVColorTransferCharacteristic / AVColorSpace / AVColorRange
@@ -385,6 +385,85 @@ def _stream_info(s) -> StreamInfo:
         detail = s.metadata["timecode"]
     return StreamInfo(s.index, s.type, codec, s.metadata.get("language"), detail,
                       s.type == "video" and _is_cover_art(s))
+
+
+#: a frame whose field repeats the previous frame's is "top" or "bottom" in idet's metadata
+_IDET_REPEAT = "lavfi.idet.repeated.current_frame"
+
+
+def detect_pulldown(path: str, video: VideoInfo, windows: int = 3, frames: int = 30) -> tuple[int, int]:
+    """How many of the sampled frames repeat a field of the frame before: ``(repeated, examined)``.
+
+    FFmpeg's ``idet`` filter compares each field with the same field of the previous frame.
+    3:2 pulldown (telecined film) repeats a field in 2 of every 5 frames; video shot interlaced
+    never does. ``windows`` runs of ``frames`` consecutive frames are read from the middle of
+    the stream (a film's first seconds are often black, where nothing can be told apart).
+    """
+    container = open_input(path)
+    repeated = examined = 0
+    try:
+        stream = container.streams[video.index]
+        tb = stream.time_base
+        t0 = Fraction(video.start_time).limit_denominator(10**9)
+        dur = Fraction(video.duration).limit_denominator(10**6) if video.duration and video.duration > 0 else None
+        for i in range(windows if dur else 1):
+            if dur:
+                try:
+                    container.seek(int((t0 + dur * Fraction(i + 1, windows + 1)) / tb), stream=stream,
+                                   backward=True, any_frame=False)
+                except av.error.FFmpegError:
+                    break
+            graph = None
+            first_pts = None
+            for n, frame in enumerate(container.decode(stream)):
+                if graph is None:
+                    graph = av.filter.Graph()
+                    src = graph.add("buffer", f"video_size={frame.width}x{frame.height}:pix_fmt={frame.format.name}:"
+                                              f"time_base={tb.numerator}/{tb.denominator}:pixel_aspect=1/1")
+                    idet, sink = graph.add("idet"), graph.add("buffersink")
+                    src.link_to(idet)
+                    idet.link_to(sink)
+                    graph.configure()
+                if n == 0:
+                    first_pts = frame.pts
+                graph.vpush(frame)
+                while True:
+                    try:
+                        out = graph.vpull()
+                    except (av.error.BlockingIOError, av.error.EOFError):
+                        break
+                    # idet reports on the frame it holds back; the window's first has no previous one
+                    if out.metadata.get(_IDET_REPEAT) is not None and out.pts != first_pts:
+                        examined += 1
+                        repeated += out.metadata[_IDET_REPEAT] != "neither"
+                if n + 1 >= frames:
+                    break
+    except av.error.FFmpegError as err:
+        pass  # what was read so far still counts
+    finally:
+        try:
+            for _ in container.streams[video.index].decode(None):
+                pass
+        except (av.error.FFmpegError, ValueError, IndexError):
+            pass
+        container.close()
+    return repeated, examined
+
+
+#: frame rates that carry telecined film (24 → 30 and 23.976 → 29.97 by 3:2 pulldown)
+TELECINE_RATES = (Fraction(30000, 1001), Fraction(30))
+#: 3:2 pulldown repeats a field in 2 of 5 frames (0.4); interlaced camera video in none
+PULLDOWN_MIN_SHARE = 0.25
+PULLDOWN_MIN_FRAMES = 20
+
+
+def telecine_evidence(path: str, video: VideoInfo) -> tuple[int, int] | None:
+    """``(repeated, examined)`` from :func:`detect_pulldown` when an interlaced 29.97 or 30
+    frames/s stream looks like telecined film, else None (nothing is decoded for other rates)."""
+    if not video.interlaced or video.rate not in TELECINE_RATES:
+        return None
+    repeated, examined = detect_pulldown(path, video)
+    return (repeated, examined) if examined >= PULLDOWN_MIN_FRAMES and repeated >= PULLDOWN_MIN_SHARE * examined else None
 
 
 def probe(path: str | os.PathLike[str]) -> MediaInfo:
