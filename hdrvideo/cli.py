@@ -515,7 +515,7 @@ def probe_lines(info) -> list[tuple[str, str]]:
                      if v.sample_aspect else "1:1 (square)"))
         rows.append(("Display aspect ratio", f"{d.numerator}:{d.denominator} ({float(d):.3f})"))
         if v.captions:
-            rows.append(("Closed captions", "CEA-608/708 in the video stream (convert does not keep them)"))
+            rows.append(("Closed captions", "CEA-608/708 in the video stream (kept: carried into the HEVC output as A/53 SEI)"))
         from .media.probe import colour_reading
 
         rows.append(("Convert reads it as", _colour_line(colour_reading(v))))

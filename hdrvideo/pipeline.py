@@ -912,7 +912,7 @@ class Pipeline:
         decoder = Decoder(self.src, plan.video, plan.start, plan.duration, batch=plan.preset.batch,
                           pin_memory=torch.device(plan.device).type == "cuda", buffers=opt.queue_size + 2,
                           deinterlace=plan.deinterlace, crop=(c.width, c.height, c.x, c.y) if c else None,
-                          frame_range=opt.frame_range)
+                          frame_range=opt.frame_range, keep_captions=opt.copy_subtitles)
         chain = build_chain(processor, plan.picture_size or plan.out_size, plan.mastering.max_luminance,
                             sdr_white=plan.preset.sdr_white, deband_step=plan.deband_step,
                             source_matrix=plan.video.matrix, chroma_siting=plan.preset.encode.chroma_siting)
@@ -1013,8 +1013,12 @@ class Pipeline:
                     enc = HevcEncoder(output, config, packet_sink=to_meter if meter else None)
                     if meter is not None and enc.extradata:  # the encoder is open: its parameter sets exist
                         meter.decoder.extradata = enc.extradata
+                # closed captions go into the final pass's access units (an analysis pass leaves
+                # them for the next, which may read cached planes instead of decoding)
+                captions = getattr(source, "captions", None) if output is not None else None
                 for i, pts in enumerate(packed.pts):
-                    enc.encode(packed.y[i], packed.cb[i], packed.cr[i], pts - state["first_pts"])
+                    cc = captions.pop(pts, None) if captions else None
+                    enc.encode(packed.y[i], packed.cb[i], packed.cr[i], pts - state["first_pts"], captions=cc)
                 if cache is not None:
                     cache.write(packed)
                 state["max"] = max(state["max"], float(packed.frame_max.max()))
@@ -1124,6 +1128,7 @@ class Pipeline:
             if writer is not None:
                 source, stage = PlaneCacheReader(writer.path, plan.time_base or video.time_base, plan.preset.batch,
                                                  decoder.stats), None
+                source.captions = decoder.captions  # the first pass's, by the same timestamps
             else:
                 source, stage = self._live_source(plan, processor)
         self._pass(t_start, plan, "convert", source, stage, config, state["intermediate"], meter, state)

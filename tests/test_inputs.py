@@ -360,10 +360,14 @@ def test_telecine_detected_in_auto_mode_but_not_in_camera_video(tmp_path, teleci
     assert report.frames == 60 and not [w for w in report.warnings if "telecine" in w]
 
 
-def test_ivtc_refuses_chunks_and_unknown_rates(tmp_path, telecined):
+def test_ivtc_refuses_chunks_unknown_rates_and_captions(tmp_path, telecined):
     from hdrvideo.farm.chunks import convert_chunked
     from hdrvideo.pipeline import deinterlace_settings
 
+    captioned = with_a53_captions(telecined, tmp_path / "cc.mp4", caption_triplets(25))
+    report = hdrvideo.convert(captioned, tmp_path / "cc.hdr10.mp4", deinterlace="ivtc", **FAST)
+    assert "--deinterlace ivtc drops and retimes frames" in one(report.warnings, "captions")
+    assert frame_captions(tmp_path / "cc.hdr10.mp4") == [None] * 20
     with pytest.raises(UsageError, match="without --chunks"):
         convert_chunked(telecined, tmp_path / "c.mp4", chunks=2, workers=1, deinterlace="ivtc", **FAST)
     assert not (tmp_path / "c.mp4").exists()
@@ -520,31 +524,102 @@ def test_output_sample_aspect_keeps_the_display_aspect():
     assert abs(float(far) - 65521 / 65519 * 1001 * 1000 / (999 * 1000)) < 1e-6
 
 
-def with_a53_captions(src: Path, dst: Path) -> Path:
-    """``src`` (H.264 in MP4) with a CEA-608 caption pair in each access unit: an SEI NAL of ATSC
-    A/53 Part 4 ``cc_data`` in ITU-T T.35 user data (H.264 D.1.6), as broadcast encoders add."""
-    cc = bytes([0x40 | 1, 0xFF, 0xFC, 0x94, 0x2C, 0xFF])  # one 608 pair on field 1 (EDM, odd parity)
-    payload = bytes([0xB5, 0x00, 0x31]) + b"GA94" + b"\x03" + cc
-    nal = b"\x06" + bytes([0x04, len(payload)]) + payload + b"\x80"
+def odd_parity(byte: int) -> int:
+    """A CEA-608 byte: 7 data bits and an odd-parity top bit."""
+    return byte | (0x80 if bin(byte).count("1") % 2 == 0 else 0)
+
+
+#: a CEA-608 pop-on caption "HI" on channel 1, one byte pair a frame: resume caption loading
+#: (sent twice, as 608 control codes are), the text, end of caption (twice), then null padding
+HI_CAPTION = [(0x14, 0x20), (0x14, 0x20), (ord("H"), ord("I")), (0x14, 0x2F), (0x14, 0x2F)]
+
+
+def caption_triplets(frames: int) -> list[bytes]:
+    """The A/53 cc_data triplet (field 1, valid) of each frame for :data:`HI_CAPTION`."""
+    pairs = HI_CAPTION + [(0, 0)] * max(0, frames - len(HI_CAPTION))
+    return [bytes([0xFC, odd_parity(a), odd_parity(b)]) for a, b in pairs[:frames]]
+
+
+def with_a53_captions(src: Path, dst: Path, triplets: list[bytes] | None = None) -> Path:
+    """``src`` (H.264 in MP4, no B-frames) with closed captions in each access unit: an SEI NAL of
+    ATSC A/53 Part 4 ``cc_data`` in ITU-T T.35 user data (H.264 D.1.6), as broadcast encoders
+    add. ``triplets[i]`` is frame i's cc_data (default: one 608 pair on field 1 per frame)."""
     with av.open(str(src)) as inp, av.open(str(dst), "w") as out:
         s = inp.streams.video[0]
         o = out.add_stream_from_template(s)
-        for p in inp.demux(s):
-            if p.size:
-                q = av.Packet(len(nal).to_bytes(4, "big") + nal + bytes(p))
-                q.pts, q.dts, q.time_base, q.is_keyframe, q.stream = p.pts, p.dts, p.time_base, p.is_keyframe, o
-                out.mux(q)
+        for i, p in enumerate(q for q in inp.demux(s) if q.size):
+            cc = triplets[i] if triplets else bytes([0xFC, 0x94, 0x2C])  # default: EDM
+            payload = bytes([0xB5, 0x00, 0x31]) + b"GA94" + b"\x03" + bytes([0x40 | len(cc) // 3, 0xFF]) + cc + b"\xff"
+            nal = b"\x06" + bytes([0x04, len(payload)]) + payload + b"\x80"
+            q = av.Packet(len(nal).to_bytes(4, "big") + nal + bytes(p))
+            q.pts, q.dts, q.time_base, q.is_keyframe, q.stream = p.pts, p.dts, p.time_base, p.is_keyframe, o
+            out.mux(q)
     return dst
 
 
-def test_closed_captions_in_the_video_are_reported_as_not_kept(tmp_path):
-    plain = write_h264_clip(tmp_path / "plain.mp4", 4)
-    captioned = with_a53_captions(plain, tmp_path / "cc.mp4")
+def frame_captions(path: Path) -> list[bytes | None]:
+    """The A/53 cc_data FFmpeg's decoder attaches to each frame, in presentation order."""
+    with av.open(str(path)) as c:
+        frames = sorted(c.decode(video=0), key=lambda f: f.pts)
+        return [bytes(sd) if (sd := f.side_data.get(av.sidedata.sidedata.Type.A53_CC)) is not None else None
+                for f in frames]
+
+
+def test_closed_captions_are_carried_into_the_hevc_output(tmp_path):
+    plain = write_h264_clip(tmp_path / "plain.mp4", 10)
+    sent = caption_triplets(10)
+    captioned = with_a53_captions(plain, tmp_path / "cc.mp4", sent)
+    assert frame_captions(captioned) == sent
     assert hdrvideo.probe(captioned).video.captions and not hdrvideo.probe(plain).video.captions
-    assert "Closed captions          : CEA-608/708" in run_cli("probe", str(captioned)).stdout
-    report = hdrvideo.convert(captioned, tmp_path / "cc.hdr10.mp4", **FAST)
-    assert len([w for w in report.warnings if "closed captions" in w]) == 1
+    assert "Closed captions          : CEA-608/708 in the video stream (kept" in run_cli("probe", str(captioned)).stdout
+    out = tmp_path / "cc.hdr10.mp4"
+    report = hdrvideo.convert(captioned, out, x265_preset="medium")  # B-frames: access units leave reordered
+    assert not [w for w in report.warnings if "caption" in w]
+    assert frame_captions(out) == sent  # every frame's bytes, on the same frame
+    # a window starts at its own frame's captions
+    assert frame_captions(hdrvideo.convert(captioned, tmp_path / "w.mkv", start=0.12, **FAST).output) == sent[3:]
+    # bwdif: the first field's frame carries the source frame's bytes, the second none
+    assert frame_captions(hdrvideo.convert(captioned, tmp_path / "i.mkv", deinterlace="on", **FAST).output) == [
+        x for cc in sent for x in (cc, None)]
+    # two passes (the second reads cached planes or decodes again): still once per frame
+    two = hdrvideo.convert(captioned, tmp_path / "2p.mp4", bitrate="300k", two_pass=True, **FAST)
+    assert frame_captions(two.output) == sent
+    assert frame_captions(hdrvideo.convert(captioned, tmp_path / "no.mp4", copy_subtitles=False, **FAST).output) == [None] * 10
     assert not [w for w in hdrvideo.convert(plain, tmp_path / "p.hdr10.mp4", **FAST).warnings if "caption" in w]
+    if has_tool("ffmpeg"):  # FFmpeg's own 608 decoder reads the caption back as text
+        srt = subprocess.run(["ffmpeg", "-v", "error", "-f", "lavfi", "-i", f"movie={out}[out0+subcc]", "-map", "0:s",
+                              "-f", "srt", "-"], capture_output=True, text=True, timeout=60).stdout
+        assert "HI" in srt, srt
+
+
+def test_a53_sei_nal_splits_long_cc_data_and_escapes_start_codes():
+    from hdrvideo.media.captions import a53_sei_nal, insert_prefix_sei
+
+    cc = bytes([0xFC, 0x00, 0x00]) * 40  # 40 triplets of zeros: two messages (cc_count ≤ 31), escapes
+    nal = a53_sei_nal(cc)
+    body = nal[4:]
+    assert body[:2] == bytes([0x4E, 0x01]) and b"\x00\x00\x00" not in body and b"\x00\x00\x01" not in body
+    with pytest.raises(ValueError):
+        a53_sei_nal(b"\xfc\x00")
+    # placed before the first slice: after an AUD (35) and the parameter sets (32-34), before IDR (19)
+    aud, vps, idr = b"\x00\x00\x00\x01\x46\x01\x10", b"\x00\x00\x00\x01\x40\x01\x0c", b"\x00\x00\x01\x26\x01\xaf"
+    assert insert_prefix_sei(aud + vps + idr, nal) == aud + vps + nal + idr
+    lp = lambda n: len(n).to_bytes(4, "big") + n  # noqa: E731 - MP4's length-prefixed NAL units
+    assert insert_prefix_sei(lp(vps[4:]) + lp(idr[3:]), nal) == lp(vps[4:]) + lp(nal[4:]) + lp(idr[3:])
+    # FFmpeg's HEVC decoder reads both messages back as one frame's cc_data
+    from hdrvideo.media.encode import EncoderConfig, HevcEncoder
+
+    packets = []
+    enc = HevcEncoder(None, EncoderConfig(64, 64, Fraction(1, 25), Fraction(25), crf=30, x265_preset="ultrafast"),
+                      packet_sink=lambda p: packets.append(bytes(p)))
+    y = np.full((64, 64), 400, np.uint16)
+    c = np.full((32, 32), 512, np.uint16)
+    enc.encode(y, c, c, 0, captions=cc)
+    enc.close()
+    dec = av.CodecContext.create("hevc", "r")
+    dec.extradata = enc.extradata
+    frames = [f for p in packets for f in dec.decode(av.Packet(p))] + list(dec.decode(None))
+    assert len(frames) == 1 and bytes(frames[0].side_data.get(av.sidedata.sidedata.Type.A53_CC)) == cc
 
 
 # ------------------------------------------------------------------ 13. batch resume and output

@@ -277,6 +277,7 @@ class Decoder:
         deinterlace: tuple[str, str] | None = None,
         crop: tuple[int, int, int, int] | None = None,
         frame_range: tuple[int, int] | None = None,
+        keep_captions: bool = False,
     ) -> None:
         self.path = path
         self.info = info
@@ -297,6 +298,12 @@ class Decoder:
         self.deinterlacer = Deinterlacer(info.time_base, *deinterlace, rate=info.rate) if deinterlace else None
         #: the time base of the timestamps handed out (the deinterlacer's when deinterlacing)
         self.time_base = self.deinterlacer.time_base if self.deinterlacer else Fraction(info.time_base)
+        #: A/53 closed captions (``cc_data``) of the frames handed out, by their timestamp, for the
+        #: encoder to carry (it pops them). Inverse telecine drops and retimes frames, which
+        #: would garble the caption stream, so it carries none.
+        self.keep_captions = keep_captions and not (self.deinterlacer and self.deinterlacer.deint == "ivtc")
+        self.captions: dict[int, bytes] = {}
+        self._field_captions: dict[int, bytes] = {}  # bwdif: by the first field's timestamp
 
     # -- frames ---------------------------------------------------------------------------
     def _decoded(self, container: av.container.InputContainer, stream) -> Iterator[av.VideoFrame]:
@@ -378,8 +385,7 @@ class Decoder:
                         window_ended = True
                         break
                 last_end = frame.pts * out_tb + (1 / self.info.rate if self.info.rate else 0)
-                if not self.stats.captions and frame.side_data.get(A53_CAPTIONS) is not None:
-                    self._captions_found()
+                self._take_captions(frame)
                 yield frame
             if self.stop:
                 return
@@ -397,21 +403,47 @@ class Decoder:
                 pass
             container.close()
 
+    def _take_captions(self, frame: av.VideoFrame) -> None:
+        """Note the captions of a frame handed out. bwdif gives each field frame a copy of its
+        source frame's side data; only the first field's frame keeps it (the caption data rate
+        is the source's, and no caption byte is sent twice)."""
+        sd = frame.side_data.get(A53_CAPTIONS)
+        if self.deinterlacer is not None and self.deinterlacer.deint != "ivtc":
+            cc = self._field_captions.pop(frame.pts, None)
+            if len(self._field_captions) > 16:  # frames skipped before the window
+                self._field_captions = {k: v for k, v in self._field_captions.items() if k > frame.pts}
+        else:
+            cc = bytes(sd) if sd is not None else None
+        if (cc is not None or sd is not None) and not self.stats.captions:
+            self._captions_found()
+        if cc and self.keep_captions:
+            self.captions[int(frame.pts)] = cc
+
     def _deinterlaced(self, frames: Iterator[av.VideoFrame]) -> Iterator[av.VideoFrame]:
         assert self.deinterlacer is not None
         for frame in frames:
+            if self.keep_captions and self.deinterlacer.deint != "ivtc":
+                sd = frame.side_data.get(A53_CAPTIONS)
+                if sd is not None:  # bwdif: the first field's frame is at twice the source timestamp
+                    self._field_captions[2 * int(frame.pts)] = bytes(sd)
             yield from self.deinterlacer(frame)
         if not self.stop:
             yield from self.deinterlacer(None)
 
     def _captions_found(self) -> None:
         """Closed captions ride in the source's picture bitstream (ATSC A/53 user data in SEI or
-        MPEG-2 picture user data), and the picture is re-encoded without them: say so once."""
+        MPEG-2 picture user data). Say once what happens to them."""
         self.stats.captions = True
-        msg = ("input carries CEA-608/708 closed captions in its video stream; they are not carried into "
-               "the HDR10 output (extract them first, e.g. to SRT, to keep them)")
-        log.warning("%s", msg)
-        self.stats.warnings.append(msg)
+        if self.keep_captions:
+            log.info("input carries CEA-608/708 closed captions; they are carried into the HEVC output (A/53 SEI)")
+            return
+        if self.deinterlacer is not None and self.deinterlacer.deint == "ivtc":
+            msg = ("input carries CEA-608/708 closed captions in its video stream; --deinterlace ivtc drops and "
+                   "retimes frames, so they are not carried (extract them first, e.g. to SRT, to keep them)")
+            log.warning("%s", msg)
+            self.stats.warnings.append(msg)
+        else:
+            log.info("input carries CEA-608/708 closed captions; left out, as asked")
 
     def _check_losses(self, seeked: bool, last_end: Fraction | None, window_ended: bool) -> None:
         """One warning for frames lost to damaged packets, or one for a stream cut short."""

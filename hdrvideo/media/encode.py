@@ -26,6 +26,7 @@ import av
 import numpy as np
 
 from ..errors import EncoderError, UsageError
+from .captions import a53_sei_nal, with_sei
 from .hdr10_boxes import MasteringMetadata
 
 __all__ = ["EncoderConfig", "HevcEncoder", "encoder_available", "check_encoder", "ENCODERS", "x265_params",
@@ -398,6 +399,7 @@ class HevcEncoder:
             raise EncoderError(f"cannot start {cfg.encoder}: {err.strerror or err}") from err
         self.frames = 0
         self._last_dts: int | None = None
+        self._captions: dict[int, bytes] = {}  # pts → A/53 cc_data of frames not yet out of the encoder
         self.packet_sink = packet_sink  # sees every packet before it is muxed (light metering)
 
     def _frame(self, y: np.ndarray, cb: np.ndarray, cr: np.ndarray, pts: int) -> av.VideoFrame:
@@ -415,11 +417,18 @@ class HevcEncoder:
         if p is not None and (d is None or d > p or (self._last_dts is not None and d <= self._last_dts) or p - d > limit):
             packet.dts = p if self._last_dts is None else max(self._last_dts + 1, min(p, self._last_dts + 1))
         self._last_dts = packet.dts
+        cc = self._captions.pop(packet.pts, None) if self._captions else None
+        if cc is not None:
+            packet = with_sei(packet, a53_sei_nal(cc))
         if self.packet_sink is not None:
             self.packet_sink(packet)
         self.container.mux(packet)
 
-    def encode(self, y: np.ndarray, cb: np.ndarray, cr: np.ndarray, pts: int) -> None:
+    def encode(self, y: np.ndarray, cb: np.ndarray, cr: np.ndarray, pts: int, captions: bytes | None = None) -> None:
+        """Encode one frame; ``captions`` (A/53 ``cc_data``) go into its access unit as SEI
+        (:mod:`hdrvideo.media.captions`) when the encoder hands that picture out."""
+        if captions:
+            self._captions[pts] = captions
         try:
             for packet in self.stream.encode(self._frame(y, cb, cr, pts)):
                 self._mux(packet)

@@ -1,0 +1,102 @@
+"""Closed captions carried through: ATSC A/53 ``cc_data`` into HEVC SEI.
+
+A broadcast or DVD-sourced picture stream carries CEA-608/708 captions as ATSC A/53 Part 4
+``cc_data`` inside the video bitstream (ITU-T T.35 user data in an H.264/HEVC SEI, or MPEG-2
+picture user data). FFmpeg's decoders hand it out per frame as ``A53_CC`` side data: the
+``cc_data_pkt`` triplets (3 bytes each), in presentation order. Re-encoding the picture drops
+it, and PyAV cannot attach side data to the frames it encodes, so it is written here into each
+encoded access unit instead: a prefix SEI NAL unit (H.265 §7.3.5, nal_unit_type 39) holding a
+``user_data_registered_itu_t_t35`` message (payloadType 4, H.265 D.2.6) with the A/53 header
+(country code 0xB5, provider 0x0031, user identifier "GA94", user_data_type_code 3), the SEI
+libx265 and NVENC write for FFmpeg's ``a53cc`` option, byte for byte as FFmpeg's
+``ff_alloc_a53_sei`` lays it out.
+"""
+
+from __future__ import annotations
+
+import av
+
+__all__ = ["a53_sei_nal", "insert_prefix_sei", "with_sei"]
+
+_T35_A53 = bytes([0xB5, 0x00, 0x31]) + b"GA94" + bytes([0x03])  # ATSC A/53 Part 4 Table 6.4
+_PREFIX_SEI = bytes([39 << 1, 0x01])  # nal_unit_type 39, nuh_layer_id 0, nuh_temporal_id_plus1 1
+_USER_DATA_T35 = 4
+_MAX_CC_COUNT = 31  # cc_count is 5 bits
+
+
+def _sei_value(value: int) -> bytes:
+    """payloadType / payloadSize coding (H.265 §7.3.5): 0xFF bytes, then the remainder."""
+    return b"\xff" * (value // 255) + bytes([value % 255])
+
+
+def _emulation_prevented(rbsp: bytes) -> bytes:
+    """Insert emulation_prevention_three_byte after every 0x0000 followed by 0x00–0x03 (§7.4.2)."""
+    out = bytearray()
+    zeros = 0
+    for b in rbsp:
+        if zeros >= 2 and b <= 3:
+            out.append(3)
+            zeros = 0
+        out.append(b)
+        zeros = zeros + 1 if b == 0 else 0
+    return bytes(out)
+
+
+def a53_sei_nal(cc_data: bytes) -> bytes:
+    """An Annex B prefix SEI NAL unit carrying ``cc_data`` (a multiple of 3 bytes).
+
+    More than 31 triplets (the 5-bit cc_count) are split over several SEI messages of the NAL.
+    """
+    if not cc_data or len(cc_data) % 3:
+        raise ValueError(f"cc_data must be whole 3-byte triplets, got {len(cc_data)} bytes")
+    rbsp = bytearray()
+    for i in range(0, len(cc_data), 3 * _MAX_CC_COUNT):
+        part = cc_data[i:i + 3 * _MAX_CC_COUNT]
+        # process_cc_data_flag = 1, cc_count; em_data; the triplets; marker_bits 0xFF
+        payload = _T35_A53 + bytes([0x40 | (len(part) // 3), 0x00]) + part + b"\xff"
+        rbsp += _sei_value(_USER_DATA_T35) + _sei_value(len(payload)) + payload
+    rbsp.append(0x80)  # rbsp_trailing_bits
+    return b"\x00\x00\x00\x01" + _PREFIX_SEI + _emulation_prevented(bytes(rbsp))
+
+
+def _nal_starts(data: bytes) -> list[tuple[int, int]]:
+    """(start code offset, NAL header offset) of each NAL unit of an Annex B access unit."""
+    out = []
+    i = data.find(b"\x00\x00\x01")
+    while i >= 0:
+        start = i - 1 if i > 0 and data[i - 1] == 0 else i
+        out.append((start, i + 3))
+        i = data.find(b"\x00\x00\x01", i + 3)
+    return out
+
+
+def insert_prefix_sei(access_unit: bytes, sei: bytes) -> bytes:
+    """``access_unit`` (Annex B, or 4-byte length-prefixed as in MP4) with the Annex B NAL
+    ``sei`` placed before its first VCL NAL unit (types 0–31), where H.265 §7.4.2.4.4 puts
+    prefix SEI: after any access unit delimiter and parameter sets."""
+    if access_unit.startswith((b"\x00\x00\x01", b"\x00\x00\x00\x01")):
+        for start, header in _nal_starts(access_unit):
+            if header < len(access_unit) and (access_unit[header] >> 1) & 0x3F < 32:
+                return access_unit[:start] + sei + access_unit[start:]
+        return access_unit + sei
+    nal = sei[4:]  # length-prefixed: the same NAL with a 4-byte size instead of the start code
+    prefixed = len(nal).to_bytes(4, "big") + nal
+    pos = 0
+    while pos + 5 <= len(access_unit):
+        if (access_unit[pos + 4] >> 1) & 0x3F < 32:
+            return access_unit[:pos] + prefixed + access_unit[pos:]
+        pos += 4 + int.from_bytes(access_unit[pos:pos + 4], "big")
+    return access_unit + prefixed
+
+
+def with_sei(packet: av.Packet, sei: bytes) -> av.Packet:
+    """A copy of an encoded ``packet`` with ``sei`` inserted (:func:`insert_prefix_sei`), its
+    timing, flags and stream kept. The copy's buffer is FFmpeg's (see ``LightMeter.packet``)."""
+    data = insert_prefix_sei(bytes(packet), sei)
+    out = av.Packet(len(data))
+    memoryview(out)[:] = data
+    out.pts, out.dts, out.time_base = packet.pts, packet.dts, packet.time_base
+    out.duration = packet.duration
+    out.is_keyframe = packet.is_keyframe
+    out.stream = packet.stream
+    return out
