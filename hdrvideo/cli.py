@@ -502,12 +502,15 @@ def probe_lines(info) -> list[tuple[str, str]]:
         if v.frames:
             rows.append(("Frame count", str(v.frames)))
         scan = _scan_words(v)
-        from .media.probe import telecine_evidence
+        from .media.probe import field_advice
 
-        evidence = telecine_evidence(info.path, v)
-        if evidence is not None:
-            scan += (f"; looks telecined (3:2 pulldown: {evidence[0]} of {evidence[1]} sampled frames repeat "
-                     "a field), convert with --deinterlace ivtc")
+        advice = field_advice(info.path, v)
+        if advice is not None and advice[0] == "telecined":
+            scan += (f"; looks telecined (3:2 pulldown: {advice[1].repeated} of {advice[1].examined} sampled frames "
+                     "repeat a field), convert with --deinterlace ivtc")
+        elif advice is not None:
+            scan += (f"; frames look progressive ({advice[1].progressive} of {advice[1].examined} sampled have both "
+                     "fields from one instant: film or PsF), convert with --deinterlace off")
         rows.append(("Scan type", scan))
         rows.append(("Rotation", f"{v.rotation}°" if v.rotation else "none"))
         d = v.display_aspect

@@ -45,8 +45,8 @@ from .media.hdr10_boxes import MasteringMetadata
 from .media.hevc_levels import check_level, parse_level
 from .media.mux import OUTPUT_FORMATS, MuxOptions, StreamWindow, mux_final, output_format, parse_selection, select_streams
 from .media.plane_cache import PlaneCacheReader, PlaneCacheWriter
-from .media.probe import (MediaInfo, VideoInfo, apply_colour_overrides, colour_reading, probe, require_sdr_video,
-                          telecine_evidence)
+from .media.probe import (TELECINE_RATES, FieldStats, MediaInfo, VideoInfo, apply_colour_overrides, colour_reading,
+                          field_advice, probe, require_sdr_video)
 from .presets import (
     BACKEND_NAMES,
     OPTION_FIELDS,
@@ -65,8 +65,8 @@ from .stages import PackedBatch, PadPlanes, ProcessStage, build_chain
 from .torch_threads import IntraOpThreads
 
 __all__ = ["ConvertOptions", "ProgressEvent", "Report", "Plan", "Pipeline", "ProcessStage", "PackedBatch", "LightMeter",
-           "default_output", "convert", "input_video", "deinterlace_settings", "deinterlaced_rate_factor", "input_notices",
-           "DEINTERLACE_MODES"]
+           "default_output", "convert", "input_video", "deinterlace_settings", "deinterlaced_rate_factor", "field_advice_line",
+           "input_notices", "DEINTERLACE_MODES"]
 
 log = logging.getLogger(__name__)
 
@@ -319,8 +319,10 @@ def deinterlace_settings(video: VideoInfo, mode: str | bool) -> tuple[str, str] 
     ``auto`` deinterlaces a stream that is interlaced by its field order or by its first
     frame's flags; ``on`` every stream; ``off`` none. Every frame of a deinterlaced stream goes
     through ``bwdif`` (so the output has a constant field rate), with each frame's own field
-    order when frames are flagged, else the stream's. ``ivtc`` inverse-telecines every stream
-    (``("ivtc", parity)``; it needs a constant frame rate).
+    order when frames are flagged, else the stream's. ``ivtc`` matches fields into the film's
+    frames: at 29.97/30 frames/s it undoes 3:2 pulldown (``("ivtc", parity)``, 4 frames of 5),
+    at other rates 2:2 pulldown (``("fieldmatch", parity)``, every frame kept); it needs a
+    constant frame rate.
     """
     if isinstance(mode, bool):  # a manifest's yes/no
         mode = "on" if mode else "off"
@@ -333,13 +335,24 @@ def deinterlace_settings(video: VideoInfo, mode: str | bool) -> tuple[str, str] 
     if mode == "ivtc":
         if not video.rate:
             raise UsageError("--deinterlace ivtc needs a constant frame rate, and the input declares none")
-        return ("ivtc", parity)
+        return ("ivtc" if video.rate in TELECINE_RATES else "fieldmatch", parity)
     return ("all", parity)
 
 
 def deinterlaced_rate_factor(deinterlace: tuple[str, str] | None) -> Fraction:
-    """Output frames per input frame: 1, 2 (bwdif, a frame per field) or 4/5 (inverse telecine)."""
+    """Output frames per input frame: 1, 2 (bwdif, a frame per field) or 4/5 (3:2 inverse telecine)."""
     return Fraction(1) if deinterlace is None else deinterlaced_rate(deinterlace[0])
+
+
+def field_advice_line(kind: str, stats: FieldStats, rate: Fraction | None) -> str:
+    """One line of advice for a stream flagged interlaced whose frames are film (:func:`field_advice`)."""
+    if kind == "telecined":
+        return (f"input looks telecined: {stats.repeated} of {stats.examined} sampled frames repeat a field, the "
+                f"3:2 pulldown of film; --deinterlace ivtc restores its "
+                f"{float(rate * deinterlaced_rate('ivtc')):.5g} frames/s instead")
+    return (f"input looks progressive although flagged interlaced: {stats.progressive} of {stats.examined} sampled "
+            "frames have both fields from one instant (film or PsF); --deinterlace off keeps them whole"
+            + (f" at {float(rate):.5g} frames/s" if rate else ""))
 
 
 def input_notices(info: MediaInfo, video: VideoInfo, preset: Preset, options: ConvertOptions,
@@ -350,18 +363,19 @@ def input_notices(info: MediaInfo, video: VideoInfo, preset: Preset, options: Co
         rate = float(video.rate * deinterlaced_rate("ivtc"))
         notes.append(f"--deinterlace ivtc: 3:2 pulldown undone (fieldmatch, decimate), {float(video.rate):.5g} → "
                      f"{rate:.5g} frames/s; frames with no matching field are deinterlaced with bwdif")
+    elif deinterlace is not None and deinterlace[0] == "fieldmatch":
+        notes.append(f"--deinterlace ivtc at {float(video.rate):.5g} frames/s: fields matched into whole frames "
+                     "(2:2 pulldown, fieldmatch), every frame kept; frames with no matching field are "
+                     "deinterlaced with bwdif")
     elif deinterlace is not None:
         order = _FIELD_WORDS.get(video.field_order, "field order from each frame")
         rate = f" ({float(video.rate):g} → {float(video.rate) * 2:g} frames/s)" if video.rate else ""
         why = "input is interlaced" if video.interlaced else "--deinterlace on"
         notes.append(f"{why} ({order}): deinterlaced with bwdif, one progressive frame per field{rate}; "
                      "--deinterlace off keeps the frames as they are")
-        evidence = telecine_evidence(info.path, video) if options.deinterlace == "auto" else None
-        if evidence is not None:
-            repeated, examined = evidence
-            notes.append(f"input looks telecined: {repeated} of {examined} sampled frames repeat a field, the "
-                         f"3:2 pulldown of film; --deinterlace ivtc restores its "
-                         f"{float(video.rate * deinterlaced_rate('ivtc')):.5g} frames/s instead")
+        advice = field_advice(info.path, video) if options.deinterlace == "auto" else None
+        if advice is not None:
+            notes.append(field_advice_line(*advice, video.rate))
     if video.has_alpha:
         notes.append(f"input has an alpha channel ({video.pix_fmt}); HDR10 has none, so it is dropped "
                      "(transparent pixels keep their colour values)")

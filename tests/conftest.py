@@ -174,6 +174,7 @@ def write_h264_clip(
     rotation: int = 0,
     options: dict[str, str] | None = None,
     sample_aspect: Fraction | None = None,  # pixel aspect (libx264 writes it into the VUI)
+    field_shift: int = 2,  # px the bottom field's bar sits right of the top field's (0: progressive content)
 ) -> Path:
     """An H.264 clip of a bar moving 4 px a frame (2 px between fields), keyframes every ``gop``.
 
@@ -211,7 +212,7 @@ def write_h264_clip(
             img = rng.integers(40, 60, (h, w, 3), dtype=np.uint8)
             x = (i * 4) % (w - 10)
             img[0::2, x : x + 6] = 220  # top field
-            img[1::2, x + 2 : x + 8] = 220  # bottom field, 2 px further
+            img[1::2, x + field_shift : x + field_shift + 6] = 220  # bottom field, later in time
             f = av.VideoFrame.from_ndarray(img, format="rgb24").reformat(format="yuv420p")
             f.pts, f.time_base = i, Fraction(1, rate)
             if graph is not None:

@@ -360,6 +360,32 @@ def test_telecine_detected_in_auto_mode_but_not_in_camera_video(tmp_path, teleci
     assert report.frames == 60 and not [w for w in report.warnings if "telecine" in w]
 
 
+def test_progressive_film_flagged_interlaced_is_advised_and_field_matched(tmp_path):
+    from hdrvideo.farm.chunks import convert_chunked
+
+    # 2:2 film / PsF: both fields of each frame from one instant, coded as interlaced 25i
+    psf = write_h264_clip(tmp_path / "psf.mkv", 30, interlaced="tff", field_shift=0)
+    report = hdrvideo.convert(psf, tmp_path / "bob.mkv", **FAST)
+    assert report.frames == 60  # auto still deinterlaces what is flagged interlaced
+    hint = one(report.warnings, "looks progressive")
+    assert "--deinterlace off keeps them whole at 25 frames/s" in hint
+    assert "frames look progressive" in run_cli("probe", str(psf)).stdout
+    # ivtc at 25 frames/s matches fields (2:2), keeps every frame and its time, and the captions
+    sent = caption_triplets(30)
+    captioned = with_a53_captions(psf, tmp_path / "psf.mp4", sent)
+    out = tmp_path / "matched.mkv"
+    report = hdrvideo.convert(captioned, out, deinterlace="ivtc", **FAST)
+    assert "fields matched into whole frames (2:2 pulldown" in one(report.warnings, "fieldmatch")
+    assert report.frames == 30 and video_pts(out) == pytest.approx(video_pts(psf), abs=1e-9)
+    assert bar_positions(out)[:5] == [0, 4, 8, 12, 16] and combing(out) < 0.5
+    assert frame_captions(out) == sent
+    # camera video at 25i gets no advice; chunks can field-match (frame for frame)
+    assert not [w for w in hdrvideo.convert(write_h264_clip(tmp_path / "cam.mkv", 30, interlaced="tff"),
+                                            tmp_path / "cam.hdr10.mkv", **FAST).warnings if "looks" in w]
+    chunked = convert_chunked(psf, tmp_path / "chunked.mkv", chunks=2, workers=1, deinterlace="ivtc", **FAST)
+    assert chunked.frames == 30 and video_pts(tmp_path / "chunked.mkv") == pytest.approx(video_pts(psf), abs=1e-9)
+
+
 def test_ivtc_refuses_chunks_unknown_rates_and_captions(tmp_path, telecined):
     from hdrvideo.farm.chunks import convert_chunked
     from hdrvideo.pipeline import deinterlace_settings

@@ -65,6 +65,7 @@ from ..pipeline import (
     check_output_path,
     default_output,
     deinterlace_settings,
+    deinterlaced_rate_factor,
     input_notices,
     input_video,
 )
@@ -544,14 +545,15 @@ def convert_chunked(
         # cut anywhere else, a chunk boundary would keep a duplicate and drop a film frame
         raise UsageError("--deinterlace ivtc runs over the whole stream; convert without --chunks")
     keyint = int(film.preset.encode.keyint)  # output frames
-    fields = 2 if film.deinterlace else 1  # output frames per source frame
+    fields = int(deinterlaced_rate_factor(film.deinterlace))  # output frames per source frame: 1 or 2
     plan = plan_chunks(src, chunks, video, keyint=math.lcm(keyint, fields) // fields if keyint else 0)  # source frames
     sink = opts.progress
     # deinterlacing is decided once for the film, not per chunk; it gives one frame per field
     deinterlace = deinterlace_settings(video, opts.deinterlace)
-    per_frame = 2 if deinterlace else 1
+    per_frame = int(deinterlaced_rate_factor(deinterlace))
     notices = input_notices(info, video, preset_obj, opts, deinterlace)
-    task_opts = dataclasses.replace(opts, progress=None, deinterlace="on" if deinterlace else "off",
+    task_opts = dataclasses.replace(opts, progress=None, deinterlace="ivtc" if deinterlace and deinterlace[0] == "fieldmatch"
+                                    else "on" if deinterlace else "off",
                                     keyint=keyint or None, crop=str(film.crop) if film.crop else "none")
 
     own_engine = not hasattr(engine, "run")

@@ -168,8 +168,8 @@ IVTC_CYCLE = (4, 5)
 
 def deinterlaced_rate(deint: str) -> Fraction:
     """Output frames per input frame of a :class:`Deinterlacer` mode: 2 (bwdif, a frame per
-    field) or 4/5 (``"ivtc"``: 29.97i telecined film back to 23.976p)."""
-    return Fraction(*IVTC_CYCLE) if deint == "ivtc" else Fraction(2)
+    field), 4/5 (``"ivtc"``: 29.97i telecined film back to 23.976p) or 1 (``"fieldmatch"``)."""
+    return {"ivtc": Fraction(*IVTC_CYCLE), "fieldmatch": Fraction(1)}.get(deint, Fraction(2))
 
 
 class Deinterlacer:
@@ -189,6 +189,8 @@ class Deinterlacer:
     edits; they are flagged interlaced), and ``decimate`` drops the one duplicate in each cycle
     of five, the recipe of FFmpeg's filter documentation (fieldmatch). The output rate is the
     input's × 4/5, in a time base of one output frame (``decimate`` retimes the frames it keeps).
+    ``deint="fieldmatch"`` is the same without ``decimate``, for 2:2 pulldown (film at 25 frames/s
+    in 25i, whose fields may be paired across frames): every frame stays, at its own timestamp.
 
     ``parity`` is ``tff``, ``bff`` or ``auto`` (each frame's flag). The graph is built at the
     first frame, from that frame's size and pixel format, so nothing is converted on the way in.
@@ -196,7 +198,7 @@ class Deinterlacer:
 
     def __init__(self, time_base: Fraction, deint: str = "all", parity: str = "auto",
                  rate: Fraction | None = None) -> None:
-        if deint not in ("all", "interlaced", "ivtc") or parity not in ("tff", "bff", "auto"):
+        if deint not in ("all", "interlaced", "ivtc", "fieldmatch") or parity not in ("tff", "bff", "auto"):
             raise ValueError(f"bad deinterlacer settings {deint!r}, {parity!r}")
         if deint == "ivtc" and not rate:
             raise ValueError("inverse telecine needs the input's frame rate")
@@ -205,25 +207,32 @@ class Deinterlacer:
         if deint == "ivtc":
             assert self.rate is not None
             self.time_base = 1 / (self.rate * deinterlaced_rate(deint))
+        elif deint == "fieldmatch":
+            self.time_base = self.in_time_base  # fieldmatch keeps each frame's timestamp
         else:
             self.time_base = self.in_time_base / 2  # bwdif send_field: out time base = in / 2
         self.deint = deint
         self.parity = parity
         self.graph: av.filter.Graph | None = None
 
+    @property
+    def source_pts_scale(self) -> int | None:
+        """Output timestamp of a source frame's (first) output frame = source timestamp × this;
+        None when frames are dropped and retimed (``ivtc``)."""
+        return {"ivtc": None, "fieldmatch": 1}.get(self.deint, 2)
+
     def _filters(self) -> list[tuple[str, str]]:
-        if self.deint != "ivtc":
+        if self.deint in ("all", "interlaced"):
             return [("bwdif", f"mode=send_field:parity={self.parity}:deint={self.deint}")]
-        order = {"tff": "tff", "bff": "bff", "auto": "auto"}[self.parity]
-        return [("fieldmatch", f"order={order}:combmatch=full"),
-                ("bwdif", f"mode=send_frame:parity={self.parity}:deint=interlaced"),
-                ("decimate", f"cycle={IVTC_CYCLE[1]}")]
+        matched = [("fieldmatch", f"order={self.parity}:combmatch=full"),
+                   ("bwdif", f"mode=send_frame:parity={self.parity}:deint=interlaced")]
+        return matched + ([("decimate", f"cycle={IVTC_CYCLE[1]}")] if self.deint == "ivtc" else [])
 
     def _build(self, frame: av.VideoFrame) -> None:
         g = av.filter.Graph()
         tb = self.in_time_base
         # fieldmatch and decimate need the frame rate (decimate derives its output rate from it)
-        rate = f":frame_rate={self.rate.numerator}/{self.rate.denominator}" if self.deint == "ivtc" else ""
+        rate = f":frame_rate={self.rate.numerator}/{self.rate.denominator}" if self.rate else ""
         node = g.add("buffer", f"video_size={frame.width}x{frame.height}:pix_fmt={frame.format.name}:"
                                f"time_base={tb.numerator}/{tb.denominator}:pixel_aspect=1/1:"
                                f"colorspace={frame.colorspace}:range={frame.color_range}{rate}")
@@ -301,7 +310,7 @@ class Decoder:
         #: A/53 closed captions (``cc_data``) of the frames handed out, by their timestamp, for the
         #: encoder to carry (it pops them). Inverse telecine drops and retimes frames, which
         #: would garble the caption stream, so it carries none.
-        self.keep_captions = keep_captions and not (self.deinterlacer and self.deinterlacer.deint == "ivtc")
+        self.keep_captions = keep_captions and not (self.deinterlacer and self.deinterlacer.source_pts_scale is None)
         self.captions: dict[int, bytes] = {}
         self._field_captions: dict[int, bytes] = {}  # bwdif: by the first field's timestamp
 
@@ -406,9 +415,10 @@ class Decoder:
     def _take_captions(self, frame: av.VideoFrame) -> None:
         """Note the captions of a frame handed out. bwdif gives each field frame a copy of its
         source frame's side data; only the first field's frame keeps it (the caption data rate
-        is the source's, and no caption byte is sent twice)."""
+        is the source's, and no caption byte is sent twice). fieldmatch builds frames from two
+        source frames' fields; each keeps the captions of the source frame whose time it has."""
         sd = frame.side_data.get(A53_CAPTIONS)
-        if self.deinterlacer is not None and self.deinterlacer.deint != "ivtc":
+        if self.deinterlacer is not None and self.deinterlacer.source_pts_scale is not None:
             cc = self._field_captions.pop(frame.pts, None)
             if len(self._field_captions) > 16:  # frames skipped before the window
                 self._field_captions = {k: v for k, v in self._field_captions.items() if k > frame.pts}
@@ -422,10 +432,11 @@ class Decoder:
     def _deinterlaced(self, frames: Iterator[av.VideoFrame]) -> Iterator[av.VideoFrame]:
         assert self.deinterlacer is not None
         for frame in frames:
-            if self.keep_captions and self.deinterlacer.deint != "ivtc":
+            scale = self.deinterlacer.source_pts_scale
+            if self.keep_captions and scale is not None:
                 sd = frame.side_data.get(A53_CAPTIONS)
                 if sd is not None:  # bwdif: the first field's frame is at twice the source timestamp
-                    self._field_captions[2 * int(frame.pts)] = bytes(sd)
+                    self._field_captions[scale * int(frame.pts)] = bytes(sd)
             yield from self.deinterlacer(frame)
         if not self.stop:
             yield from self.deinterlacer(None)

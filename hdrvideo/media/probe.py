@@ -14,7 +14,7 @@ import av
 
 from ..errors import InputError, UnsupportedInputError, UsageError
 
-__all__ = ["VideoInfo", "MediaInfo", "probe", "open_input", "detect_pulldown", "telecine_evidence", "guess_matrix", "guess_primaries",
+__all__ = ["VideoInfo", "MediaInfo", "probe", "open_input", "analyse_fields", "field_advice", "FieldStats", "TELECINE_RATES", "guess_matrix", "guess_primaries",
            "apply_colour_overrides", "colour_reading", "INPUT_MATRICES", "INPUT_PRIMARIES", "INPUT_RANGES"]
 
 # FFmpeg AVColorPrimaries / AVColorTransferCharacteristic / AVColorSpace / AVColorRange
@@ -387,20 +387,51 @@ def _stream_info(s) -> StreamInfo:
                       s.type == "video" and _is_cover_art(s))
 
 
-#: a frame whose field repeats the previous frame's is "top" or "bottom" in idet's metadata
+#: idet's per-frame verdicts: a field repeating the previous frame's ("top"/"bottom"/"neither"),
+#: and the frame's scan type judged with the frames around it ("progressive"/"tff"/"bff"/"undetermined")
 _IDET_REPEAT = "lavfi.idet.repeated.current_frame"
+_IDET_SCAN = "lavfi.idet.multiple.current_frame"
+#: frame rates that carry telecined film (24 → 30 and 23.976 → 29.97 by 3:2 pulldown)
+TELECINE_RATES = (Fraction(30000, 1001), Fraction(30))
 
 
-def detect_pulldown(path: str, video: VideoInfo, windows: int = 3, frames: int = 30) -> tuple[int, int]:
-    """How many of the sampled frames repeat a field of the frame before: ``(repeated, examined)``.
+@dataclass(frozen=True)
+class FieldStats:
+    """What FFmpeg's ``idet`` saw in frames sampled from a stream flagged interlaced."""
 
-    FFmpeg's ``idet`` filter compares each field with the same field of the previous frame.
-    3:2 pulldown (telecined film) repeats a field in 2 of every 5 frames; video shot interlaced
-    never does. ``windows`` runs of ``frames`` consecutive frames are read from the middle of
-    the stream (a film's first seconds are often black, where nothing can be told apart).
+    examined: int = 0
+    repeated: int = 0  # frames with a field repeating the previous frame's (3:2 pulldown: 2 in 5)
+    progressive: int = 0  # frames whose two fields belong to one instant (film, PsF)
+    interlaced: int = 0  # frames whose fields are from two instants (video shot interlaced)
+
+    #: verdicts need this many examined frames, and this share of them
+    MIN_FRAMES = 20
+    TELECINE_SHARE = 0.25  # 3:2 pulldown repeats a field in 0.4 of the frames, camera video in none
+    PROGRESSIVE_SHARE = 0.9
+
+    def telecined(self, rate: Fraction | None) -> bool:
+        return (rate in TELECINE_RATES and self.examined >= self.MIN_FRAMES
+                and self.repeated >= self.TELECINE_SHARE * self.examined)
+
+    @property
+    def progressive_content(self) -> bool:
+        """Whole progressive frames stored as interlaced (2:2 film, PsF): no field from a second
+        instant anywhere, and motion enough for idet to tell (a still shot tells nothing)."""
+        return (self.examined >= self.MIN_FRAMES and self.interlaced == 0 and self.repeated == 0
+                and self.progressive >= self.PROGRESSIVE_SHARE * self.examined)
+
+
+def analyse_fields(path: str, video: VideoInfo, windows: int = 3, frames: int = 30) -> FieldStats:
+    """Run FFmpeg's ``idet`` over ``windows`` runs of ``frames`` consecutive frames.
+
+    ``idet`` compares each field with the same field of the previous frame (a repeat: 3:2
+    pulldown repeats one in 2 of every 5 frames; camera video never does), and measures the
+    combing of each frame against its neighbours (fields of two instants comb where things
+    move). The runs come from the middle of the stream: a film's first seconds are often
+    black, where nothing can be told apart.
     """
     container = open_input(path)
-    repeated = examined = 0
+    counts = {"examined": 0, "repeated": 0, "progressive": 0, "interlaced": 0}
     try:
         stream = container.streams[video.index]
         tb = stream.time_base
@@ -424,7 +455,6 @@ def detect_pulldown(path: str, video: VideoInfo, windows: int = 3, frames: int =
                     src.link_to(idet)
                     idet.link_to(sink)
                     graph.configure()
-                if n == 0:
                     first_pts = frame.pts
                 graph.vpush(frame)
                 while True:
@@ -432,13 +462,18 @@ def detect_pulldown(path: str, video: VideoInfo, windows: int = 3, frames: int =
                         out = graph.vpull()
                     except (av.error.BlockingIOError, av.error.EOFError):
                         break
-                    # idet reports on the frame it holds back; the window's first has no previous one
-                    if out.metadata.get(_IDET_REPEAT) is not None and out.pts != first_pts:
-                        examined += 1
-                        repeated += out.metadata[_IDET_REPEAT] != "neither"
+                    md = out.metadata
+                    # the window's first frame has no previous one to compare with
+                    if md.get(_IDET_REPEAT) is None or out.pts == first_pts:
+                        continue
+                    counts["examined"] += 1
+                    counts["repeated"] += md[_IDET_REPEAT] != "neither"
+                    scan = md.get(_IDET_SCAN)
+                    counts["progressive"] += scan == "progressive"
+                    counts["interlaced"] += scan in ("tff", "bff")
                 if n + 1 >= frames:
                     break
-    except av.error.FFmpegError as err:
+    except av.error.FFmpegError:
         pass  # what was read so far still counts
     finally:
         try:
@@ -447,23 +482,21 @@ def detect_pulldown(path: str, video: VideoInfo, windows: int = 3, frames: int =
         except (av.error.FFmpegError, ValueError, IndexError):
             pass
         container.close()
-    return repeated, examined
+    return FieldStats(**counts)
 
 
-#: frame rates that carry telecined film (24 → 30 and 23.976 → 29.97 by 3:2 pulldown)
-TELECINE_RATES = (Fraction(30000, 1001), Fraction(30))
-#: 3:2 pulldown repeats a field in 2 of 5 frames (0.4); interlaced camera video in none
-PULLDOWN_MIN_SHARE = 0.25
-PULLDOWN_MIN_FRAMES = 20
-
-
-def telecine_evidence(path: str, video: VideoInfo) -> tuple[int, int] | None:
-    """``(repeated, examined)`` from :func:`detect_pulldown` when an interlaced 29.97 or 30
-    frames/s stream looks like telecined film, else None (nothing is decoded for other rates)."""
-    if not video.interlaced or video.rate not in TELECINE_RATES:
+def field_advice(path: str, video: VideoInfo) -> tuple[str, FieldStats] | None:
+    """``("telecined" | "progressive", stats)`` for a stream flagged interlaced whose frames are
+    film: 3:2 pulldown (at 29.97/30 frames/s) or whole progressive frames; else None. Nothing is
+    decoded for a progressive stream."""
+    if not video.interlaced:
         return None
-    repeated, examined = detect_pulldown(path, video)
-    return (repeated, examined) if examined >= PULLDOWN_MIN_FRAMES and repeated >= PULLDOWN_MIN_SHARE * examined else None
+    stats = analyse_fields(path, video)
+    if stats.telecined(video.rate):
+        return "telecined", stats
+    if stats.progressive_content:
+        return "progressive", stats
+    return None
 
 
 def probe(path: str | os.PathLike[str]) -> MediaInfo:
