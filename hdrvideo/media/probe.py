@@ -407,7 +407,8 @@ class FieldStats:
     #: verdicts need this many examined frames, and this share of them
     MIN_FRAMES = 20
     TELECINE_SHARE = 0.25  # 3:2 pulldown repeats a field in 0.4 of the frames, camera video in none
-    PROGRESSIVE_SHARE = 0.9
+    PROGRESSIVE_SHARE = 0.5  # frames idet finds progressive (still frames are "undetermined")
+    STRAY_SHARE = 0.05  # frames found interlaced or repeating a field, allowed among them (misjudged detail)
 
     def telecined(self, rate: Fraction | None) -> bool:
         return (rate in TELECINE_RATES and self.examined >= self.MIN_FRAMES
@@ -415,9 +416,10 @@ class FieldStats:
 
     @property
     def progressive_content(self) -> bool:
-        """Whole progressive frames stored as interlaced (2:2 film, PsF): no field from a second
-        instant anywhere, and motion enough for idet to tell (a still shot tells nothing)."""
-        return (self.examined >= self.MIN_FRAMES and self.interlaced == 0 and self.repeated == 0
+        """Whole progressive frames stored as interlaced (2:2 film, PsF): hardly a field from a
+        second instant, and motion enough for idet to tell (a still shot tells nothing)."""
+        stray = self.STRAY_SHARE * self.examined
+        return (self.examined >= self.MIN_FRAMES and self.interlaced <= stray and self.repeated <= stray
                 and self.progressive >= self.PROGRESSIVE_SHARE * self.examined)
 
 
