@@ -142,6 +142,24 @@ def test_other_data_stream_skipped_with_one_warning(tmp_path):
     assert report.frames == 4 and stream_types(tmp_path / "out.mp4") == ["video"]
 
 
+def test_dvd_navigation_packets_dropped_silently(tmp_path):
+    src = tmp_path / "title.vob"
+    with av.open(str(src), "w", format="dvd") as out:  # FFmpeg's DVD muxer adds the nav packs
+        vs = out.add_stream("mpeg2video", rate=25)
+        vs.width, vs.height, vs.pix_fmt = 64, 48, "yuv420p"
+        for i in range(4):
+            f = av.VideoFrame(64, 48, "yuv420p")
+            f.pts = i
+            for p in vs.encode(f):
+                out.mux(p)
+        for p in vs.encode(None):
+            out.mux(p)
+    with av.open(str(src)) as c:
+        assert [getattr(s, "name", None) for s in c.streams if s.type == "data"] == ["dvd_nav_packet"]
+    report = hdrvideo.convert(src, tmp_path / "out.mp4", **FAST)
+    assert report.frames == 4 and not [w for w in report.warnings if "stream" in w]
+
+
 def jpeg(size: int = 16) -> bytes:
     import io
 

@@ -244,6 +244,8 @@ def _carry_extras(src, out, fmt: str, ovideo, vencoded, window: StreamWindow, re
         elif s.type == "data":
             if _meta(s.metadata, "timecode") and timecode:
                 continue  # carried as the output's timecode
+            if getattr(s, "name", None) == "dvd_nav_packet":
+                continue  # a DVD's navigation packets (PCI/DSI) mean nothing outside its disc structure
             _skip(result, f"data stream #{s.index} ({getattr(s, 'name', None) or 'unknown'}) cannot be copied; skipped")
         elif s.type == "attachment":
             name = s.metadata.get("filename") or f"attachment{s.index}"
