@@ -512,6 +512,9 @@ def probe_lines(info) -> list[tuple[str, str]]:
             scan += (f"; frames look progressive ({advice[1].progressive} of {advice[1].examined} sampled have both "
                      "fields from one instant: film or PsF), convert with --deinterlace off")
         rows.append(("Scan type", scan))
+        if v.pulldown:
+            rows.append(("Pulldown", f"soft 3:2: film at {float(v.rate):.3f} fps shown as "
+                                     f"{float(v.rate * 5 / 4):.2f}i by repeat-field flags (converted at the film rate)"))
         rows.append(("Rotation", f"{v.rotation}°" if v.rotation else "none"))
         d = v.display_aspect
         rows.append(("Pixel aspect ratio", f"{v.sample_aspect.numerator}:{v.sample_aspect.denominator}"

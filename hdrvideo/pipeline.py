@@ -39,7 +39,7 @@ from . import errors as hdrvideo_errors
 from .errors import InputError, OutputExistsError, UnsupportedInputError, UsageError
 from .fsutil import make_work_dir, remove_stale_work_dirs
 from .media.crop import CropRect, check_crop, detect_crop, parse_crop
-from .media.decode import Decoder, Deinterlacer, FrameBatch, deinterlaced_rate, parse_time
+from .media.decode import Decoder, FrameBatch, decoder_time_base, deinterlaced_rate, parse_time
 from .media.encode import EncoderConfig, HevcEncoder, check_encoder, check_x265_params, parse_keyint, parse_rate
 from .media.hdr10_boxes import MasteringMetadata
 from .media.hevc_levels import check_level, parse_level
@@ -359,6 +359,10 @@ def input_notices(info: MediaInfo, video: VideoInfo, preset: Preset, options: Co
                   deinterlace: tuple[str, str] | None) -> list[str]:
     """One line for each thing a conversion assumes about the input or leaves out of the output."""
     notes = [f"assumed {a}" for a in video.assumed]
+    if video.pulldown:
+        notes.append(f"input is film with soft 3:2 pulldown (repeat-field flags show it as "
+                     f"{float(video.rate * Fraction(5, 4)):.5g}i): converted at its {float(video.rate):.5g} "
+                     "frames/s, each frame on that rate's even time grid")
     if deinterlace is not None and deinterlace[0] == "ivtc":
         rate = float(video.rate * deinterlaced_rate("ivtc"))
         notes.append(f"--deinterlace ivtc: 3:2 pulldown undone (fieldmatch, decimate), {float(video.rate):.5g} → "
@@ -809,8 +813,7 @@ class Pipeline:
             out_size=(out_w, out_h), mastering=MasteringMetadata(m.primaries, m.max_luminance, m.min_luminance),
             start=start, duration=duration, total=total,
             assumed=tuple(n for n in notices if n.startswith("assumed ")),
-            time_base=(Deinterlacer(video.time_base, *deinterlace, rate=video.rate).time_base if deinterlace
-                       else Fraction(video.time_base)),
+            time_base=decoder_time_base(video, deinterlace),
             deinterlace=deinterlace, notices=tuple(n for n in notices if not n.startswith("assumed ")),
             crop=crop, picture_size=picture_size, pad_offset=pad_offset, mux=mux, two_pass_cache=cache,
             notes=tuple(notes),

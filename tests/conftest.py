@@ -282,6 +282,64 @@ def write_telecined_clip(path: str | Path, film_frames: int, *, size: tuple[int,
     return path
 
 
+def write_soft_pulldown_clip(path: str | Path, film_frames: int, *, size: tuple[int, int] = (96, 64)) -> Path:
+    """Film at 23.976 frames/s as MPEG-2 with soft 3:2 pulldown, in Matroska (as DVD rips are).
+
+    PyAV's MPEG-2 encoder writes no repeat_first_field flags, so the elementary stream is
+    patched the way a DVD authoring encoder writes it: the sequence header says 29.97 frames/s
+    (frame_rate_code 4), and each picture coding extension (ISO/IEC 13818-2 §6.2.3.1) gets
+    progressive_frame = 1 and the top_field_first / repeat_first_field cadence
+    (1,1) (0,0) (1,0) (0,1): 3, 2, 3, 2 fields. FFmpeg's demuxer then times the frames 3 and 2
+    field periods apart. Film frame i has a bright bar at x = 4i, as in :func:`write_telecined_clip`.
+    """
+    path = Path(path)
+    w, h = size
+    es = path.with_suffix(".m2v")
+    with av.open(str(es), "w", format="mpeg2video") as out:
+        vs = out.add_stream("mpeg2video", rate=Fraction(24000, 1001))
+        vs.width, vs.height, vs.pix_fmt = w, h, "yuv420p"
+        vs.codec_context.flags |= av.codec.context.Flags.interlaced_dct | av.codec.context.Flags.interlaced_me
+        vs.options = {"bf": "0", "qscale": "2"}
+        vs.codec_context.qmin = 1
+        for i in range(film_frames):
+            luma = np.full((h, w), 40, np.uint8)
+            luma[:, (4 * i) % (w - 6):(4 * i) % (w - 6) + 6] = 220
+            planes = np.concatenate([luma, np.full((h // 2, w), 128, np.uint8)])
+            f = av.VideoFrame.from_ndarray(planes, format="yuv420p")
+            f.pts = i
+            for p in vs.encode(f):
+                out.mux(p)
+        for p in vs.encode(None):
+            out.mux(p)
+    data = bytearray(es.read_bytes())
+    pattern = [(1, 1), (0, 0), (1, 0), (0, 1)]
+    i = n = 0
+    while (i := data.find(b"\x00\x00\x01", i)) >= 0:
+        if data[i + 3] == 0xB3:  # sequence header: frame_rate_code is the low nibble of byte 7
+            data[i + 7] = (data[i + 7] & 0xF0) | 4
+        elif data[i + 3] == 0xB5 and data[i + 4] >> 4 == 8:  # picture coding extension (40 bits read)
+            bits = int.from_bytes(data[i + 4:i + 9], "big")
+            tff, rff = pattern[n % 4]
+            # bit positions after the start code: top_field_first, repeat_first_field,
+            # chroma_420_type, progressive_frame
+            for pos, v in ((24, tff), (30, rff), (31, 1), (32, 1)):
+                bits = bits | (1 << (39 - pos)) if v else bits & ~(1 << (39 - pos))
+            data[i + 4:i + 9] = bits.to_bytes(5, "big")
+            n += 1
+        i += 4
+    es.write_bytes(bytes(data))
+    with av.open(str(es), options={"fflags": "+genpts"}) as inp, av.open(str(path), "w", format="matroska") as out:
+        s = inp.streams.video[0]
+        o = out.add_stream_from_template(s)
+        for p in inp.demux(s):
+            if p.dts is None:
+                continue
+            p.stream = o
+            out.mux(p)
+    es.unlink()
+    return path
+
+
 def remux_damaging(src: str | Path, dst: str | Path, video_packet: int, keep: int = 4) -> Path:
     """Stream-copy ``src`` to ``dst``, overwriting the payload of one video packet after ``keep`` bytes."""
     with av.open(str(src)) as i, av.open(str(dst), "w") as o:

@@ -27,6 +27,7 @@ from conftest import (
     video_pts,
     write_h264_clip,
     write_planes_clip,
+    write_soft_pulldown_clip,
     write_telecined_clip,
 )
 
@@ -402,6 +403,41 @@ def test_progressive_film_flagged_interlaced_is_advised_and_field_matched(tmp_pa
                                             tmp_path / "cam.hdr10.mkv", **FAST).warnings if "looks" in w]
     chunked = convert_chunked(psf, tmp_path / "chunked.mkv", chunks=2, workers=1, deinterlace="ivtc", **FAST)
     assert chunked.frames == 30 and video_pts(tmp_path / "chunked.mkv") == pytest.approx(video_pts(psf), abs=1e-9)
+
+
+def test_soft_pulldown_film_converted_at_its_rate_on_an_even_grid(tmp_path):
+    src = write_soft_pulldown_clip(tmp_path / "dvd.mkv", 30)
+    assert sorted(set(np.round(np.diff(video_pts(src)) * 60000 / 1001))) == [2.0, 3.0]  # 3:2 fields (ms times)
+    v = hdrvideo.probe(src).video
+    assert v.pulldown and v.rate == Fraction(24000, 1001) and not v.interlaced
+    assert "Pulldown                 : soft 3:2: film at 23.976 fps" in run_cli("probe", str(src)).stdout
+    out = tmp_path / "film.mp4"
+    report = hdrvideo.convert(src, out, **FAST)
+    assert "soft 3:2 pulldown" in one(report.warnings, "pulldown") and report.frames == 30
+    with av.open(str(out)) as c:
+        s = c.streams.video[0]
+        assert s.average_rate == Fraction(24000, 1001)
+        pts = sorted(p.pts for p in c.demux(s) if p.size)
+        assert [Fraction(p - pts[0]) * s.time_base for p in pts] == [i * Fraction(1001, 24000) for i in range(30)]
+    assert bar_positions(out) == [(4 * i) % 90 for i in range(30)]  # every film frame once, in order
+    # 29.97 material that is not pulldown (an ordinary progressive clip) is left as it is
+    plain = write_h264_clip(tmp_path / "p.mkv", 30, rate=30)
+    assert not hdrvideo.probe(plain).video.pulldown
+
+
+def test_pulldown_retimer_snaps_film_and_keeps_video_rate_material():
+    from hdrvideo.media.decode import PulldownRetimer
+
+    r = PulldownRetimer(Fraction(1, 90000), Fraction(24000, 1001), start_ticks=49505)
+    assert r.time_base == Fraction(1, 360000) and r.step == 15015  # 1001/24000 s in whole ticks
+    # film: 3 and 2 fields (4504.5 and 3003 ticks) from the start, up to 1/5 frame off the grid
+    film = [49505, 54010, 57013, 61517, 64520]
+    assert [r(p) for p in film] == [4 * 49505 + k * 15015 for k in range(5)]
+    # then 29.97 video (3003 ticks a frame): what lies far from the grid keeps its own time
+    video = [64520 + 3003 * k for k in range(2, 7)]
+    out = [r(p) for p in video]
+    assert all(b > a for a, b in zip(out, out[1:])) and out[0] > 4 * 49505 + 4 * 15015
+    assert all(abs(o - 4 * p) <= 15015 // 3 for o, p in zip(out, video))
 
 
 def test_ivtc_refuses_chunks_unknown_rates_and_captions(tmp_path, telecined):

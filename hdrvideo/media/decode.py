@@ -26,7 +26,7 @@ import torch
 from ..errors import InputError, UnsupportedInputError
 from .probe import A53_CAPTIONS, VideoInfo, open_input
 
-__all__ = ["PlaneLayout", "FrameBatch", "Decoder", "Deinterlacer", "deinterlaced_rate", "IVTC_CYCLE", "parse_time"]
+__all__ = ["PlaneLayout", "FrameBatch", "Decoder", "Deinterlacer", "PulldownRetimer", "decoder_time_base", "deinterlaced_rate", "IVTC_CYCLE", "parse_time"]
 
 log = logging.getLogger(__name__)
 
@@ -265,6 +265,44 @@ class Deinterlacer:
             yield out
 
 
+class PulldownRetimer:
+    """Film frames of a soft-pulldown stream onto their own rate's even time grid.
+
+    Decoded, soft 3:2 pulldown gives each film frame the time of its first field: 3 and 2
+    field periods apart in turn, up to 1/5 of a film frame off the even 23.976 frames/s grid.
+    Each timestamp is moved to the nearest grid point, counted from the stream's start, in a
+    time base fine enough for both (the input's / m, with the film frame a whole number of
+    ticks). A frame far from the grid (video-rate material inside a film, as on hybrid
+    DVDs) keeps its own time; timestamps always increase.
+    """
+
+    def __init__(self, time_base: Fraction, rate: Fraction, start_ticks: int) -> None:
+        step = 1 / (Fraction(rate) * Fraction(time_base))  # source ticks per film frame
+        self.scale = step.denominator
+        self.time_base = Fraction(time_base) / self.scale
+        self.step = int(step * self.scale)
+        self.anchor = int(start_ticks) * self.scale
+        self.last: int | None = None
+
+    def __call__(self, pts: int) -> int:
+        x = int(pts) * self.scale
+        k = round(Fraction(x - self.anchor, self.step))
+        grid = self.anchor + k * self.step
+        out = grid if 3 * abs(grid - x) <= self.step else x
+        if self.last is not None and out <= self.last:
+            out = max(x, self.last + 1)
+        self.last = out
+        return out
+
+
+def decoder_time_base(info: VideoInfo, deinterlace: tuple[str, str] | None = None) -> Fraction:
+    """The time base of the timestamps a :class:`Decoder` hands out for ``info`` and ``deinterlace``."""
+    tb = Fraction(info.time_base)
+    if info.pulldown and info.rate:
+        tb = PulldownRetimer(tb, info.rate, 0).time_base
+    return Deinterlacer(tb, *deinterlace, rate=info.rate).time_base if deinterlace else tb
+
+
 class Decoder:
     """Iterates :class:`FrameBatch` es of a span of a video stream.
 
@@ -303,10 +341,15 @@ class Decoder:
         self.threads = threads
         self.stats = DecodeStats()
         self.stop = False
+        #: soft pulldown: film frames retimed onto their rate's even grid (before any deinterlacing)
+        t0 = Fraction(info.start_time).limit_denominator(10**9)
+        self.retimer = (PulldownRetimer(info.time_base, info.rate, round(t0 / Fraction(info.time_base)))
+                        if info.pulldown and info.rate else None)
+        source_tb = self.retimer.time_base if self.retimer else Fraction(info.time_base)
         #: ``(deint, parity)``: deinterlace with :class:`Deinterlacer` (a frame per field, or IVTC)
-        self.deinterlacer = Deinterlacer(info.time_base, *deinterlace, rate=info.rate) if deinterlace else None
+        self.deinterlacer = Deinterlacer(source_tb, *deinterlace, rate=info.rate) if deinterlace else None
         #: the time base of the timestamps handed out (the deinterlacer's when deinterlacing)
-        self.time_base = self.deinterlacer.time_base if self.deinterlacer else Fraction(info.time_base)
+        self.time_base = self.deinterlacer.time_base if self.deinterlacer else source_tb
         #: A/53 closed captions (``cc_data``) of the frames handed out, by their timestamp, for the
         #: encoder to carry (it pops them). Inverse telecine drops and retimes frames, which
         #: would garble the caption stream, so it carries none.
@@ -374,6 +417,8 @@ class Decoder:
                     log.warning("seek failed; decoding from the beginning")
             out_tb = self.time_base
             source: Iterator[av.VideoFrame] = self._decoded(container, stream)
+            if self.retimer is not None:
+                source = self._retimed(source)
             if self.deinterlacer is not None:
                 source = self._deinterlaced(source)
             last_end = None
@@ -428,6 +473,13 @@ class Decoder:
             self._captions_found()
         if cc and self.keep_captions:
             self.captions[int(frame.pts)] = cc
+
+    def _retimed(self, frames: Iterator[av.VideoFrame]) -> Iterator[av.VideoFrame]:
+        assert self.retimer is not None
+        for frame in frames:
+            frame.pts = self.retimer(frame.pts)
+            frame.time_base = self.retimer.time_base
+            yield frame
 
     def _deinterlaced(self, frames: Iterator[av.VideoFrame]) -> Iterator[av.VideoFrame]:
         assert self.deinterlacer is not None

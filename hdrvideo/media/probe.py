@@ -75,6 +75,9 @@ class VideoInfo:
     sample_aspect: Fraction | None = None
     #: the first frame carries CEA-608/708 closed captions (ATSC A/53 side data)
     captions: bool = False
+    #: soft 3:2 pulldown: film frames whose repeat-field flags show them as 29.97i; ``rate`` is
+    #: then the film's (23.976), and the decoder puts the frames on that rate's even time grid
+    pulldown: bool = False
 
     @property
     def display_aspect(self) -> Fraction:
@@ -248,20 +251,54 @@ def colour_reading(video: VideoInfo) -> dict[str, str]:
     return out
 
 
-def _first_frame(container: av.container.InputContainer, stream) -> av.VideoFrame | None:
-    """The first decodable frame of ``stream`` (for its rotation and field flags), or None."""
-    stream.thread_count = 1  # no frame threads: one frame out without delay, nothing to drain
+def _first_frames(container: av.container.InputContainer, stream, count: int = 1) -> list[av.VideoFrame]:
+    """The first ``count`` decodable frames of ``stream`` (for its rotation, field flags and
+    frame timing), fewer if it ends first."""
+    stream.thread_count = 1  # no frame threads: frames out without delay, nothing to drain
+    frames: list[av.VideoFrame] = []
     try:
         for i, packet in enumerate(container.demux(stream)):
-            if i > 64:
+            if i > 64 + count:
                 break
             try:
-                for frame in packet.decode():
-                    return frame
+                frames += packet.decode()
             except av.error.FFmpegError:
                 continue
+            if len(frames) >= count:
+                break
     except av.error.FFmpegError:
         pass
+    return frames[:count]
+
+
+#: frames whose timestamps are checked for soft pulldown
+PULLDOWN_FRAMES = 24
+
+
+#: codecs whose streams carry soft pulldown (MPEG-2 repeat_first_field, H.264 pic_struct)
+PULLDOWN_CODECS = ("mpeg2video", "h264")
+#: rates that are no pulldown's result: film itself, and the 25/50 Hz family
+_NOT_PULLDOWN_RATES = (Fraction(24000, 1001), Fraction(24), Fraction(25), Fraction(50))
+
+
+def _soft_pulldown(frames: list[av.VideoFrame]) -> Fraction | None:
+    """The film rate of a stream with soft 3:2 pulldown, else None.
+
+    MPEG-2 repeat_first_field flags (and H.264 pic_struct) show 23.976 progressive film frames
+    for 3 and 2 fields in turn at 59.94 fields/s: decoded, each frame lasts 3 or 2 field
+    periods. Every duration among the first frames must be 2 or 3 field periods (±1.2 ms:
+    Matroska keeps milliseconds), both must occur, and they average 2.5: 4 film frames per 5
+    video frames.
+    """
+    if len(frames) < PULLDOWN_FRAMES or any(f.interlaced_frame or f.pts is None or f.time_base is None
+                                             for f in frames):
+        return None
+    times = sorted(float(f.pts * f.time_base) for f in frames)
+    for field_rate in (Fraction(60000, 1001), Fraction(60)):
+        fields = [(b - a) * float(field_rate) for a, b in zip(times, times[1:])]
+        if (all(round(x) in (2, 3) and abs(x - round(x)) * 1000 / float(field_rate) <= 1.2 for x in fields)
+                and {round(x) for x in fields} == {2, 3} and abs(sum(fields) / len(fields) - 2.5) <= 0.25):
+            return field_rate * Fraction(2, 5)
     return None
 
 
@@ -318,7 +355,12 @@ def _video_info(container: av.container.InputContainer, stream: av.video.stream.
     sample_aspect = Fraction(sar) if sar and sar > 0 and sar != 1 else None
     # Rotation and field flags: PyAV does not expose the stream's side data, but libavcodec
     # attaches the stream's display matrix to every decoded frame, so the first frame says it.
-    first = _first_frame(container, stream)
+    maybe_pulldown = cc.name in PULLDOWN_CODECS and rate not in _NOT_PULLDOWN_RATES
+    firsts = _first_frames(container, stream, PULLDOWN_FRAMES if maybe_pulldown else 1)
+    first = firsts[0] if firsts else None
+    film_rate = _soft_pulldown(firsts) if maybe_pulldown else None
+    if film_rate is not None:
+        rate = film_rate
     rotation = int(getattr(first, "rotation", 0) or 0) % 360 if first is not None else 0
     try:
         fmt = av.VideoFormat(pix_fmt)
@@ -355,6 +397,7 @@ def _video_info(container: av.container.InputContainer, stream: av.video.stream.
         duration_exact=duration_exact,
         sample_aspect=sample_aspect,
         captions=first is not None and first.side_data.get(A53_CAPTIONS) is not None,
+        pulldown=film_rate is not None,
     )
 
 
