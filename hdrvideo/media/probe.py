@@ -355,7 +355,8 @@ def _video_info(container: av.container.InputContainer, stream: av.video.stream.
     sample_aspect = Fraction(sar) if sar and sar > 0 and sar != 1 else None
     # Rotation and field flags: PyAV does not expose the stream's side data, but libavcodec
     # attaches the stream's display matrix to every decoded frame, so the first frame says it.
-    maybe_pulldown = cc.name in PULLDOWN_CODECS and rate not in _NOT_PULLDOWN_RATES
+    # soft pulldown is a DVD and HD-broadcast thing: no need to decode frames of larger pictures
+    maybe_pulldown = cc.name in PULLDOWN_CODECS and rate not in _NOT_PULLDOWN_RATES and height <= 1088
     firsts = _first_frames(container, stream, PULLDOWN_FRAMES if maybe_pulldown else 1)
     first = firsts[0] if firsts else None
     film_rate = _soft_pulldown(firsts) if maybe_pulldown else None
