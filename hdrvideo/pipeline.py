@@ -65,8 +65,8 @@ from .stages import PackedBatch, PadPlanes, ProcessStage, build_chain
 from .torch_threads import IntraOpThreads
 
 __all__ = ["ConvertOptions", "ProgressEvent", "Report", "Plan", "Pipeline", "ProcessStage", "PackedBatch", "LightMeter",
-           "default_output", "convert", "input_video", "deinterlace_settings", "deinterlaced_rate_factor", "field_advice_line",
-           "input_notices", "DEINTERLACE_MODES"]
+           "default_output", "convert", "input_video", "deinterlace_settings", "deinterlaced_rate_factor",
+           "field_advice_line", "input_notices", "DEINTERLACE_MODES"]
 
 log = logging.getLogger(__name__)
 

@@ -26,7 +26,8 @@ import torch
 from ..errors import InputError, UnsupportedInputError
 from .probe import A53_CAPTIONS, VideoInfo, open_input
 
-__all__ = ["PlaneLayout", "FrameBatch", "Decoder", "Deinterlacer", "PulldownRetimer", "decoder_time_base", "deinterlaced_rate", "IVTC_CYCLE", "parse_time"]
+__all__ = ["PlaneLayout", "FrameBatch", "Decoder", "Deinterlacer", "PulldownRetimer", "decoder_time_base",
+           "deinterlaced_rate", "IVTC_CYCLE", "parse_time"]
 
 log = logging.getLogger(__name__)
 

@@ -14,8 +14,8 @@ import av
 
 from ..errors import InputError, UnsupportedInputError, UsageError
 
-__all__ = ["VideoInfo", "MediaInfo", "probe", "open_input", "analyse_fields", "field_advice", "FieldStats", "TELECINE_RATES", "guess_matrix", "guess_primaries",
-           "apply_colour_overrides", "colour_reading", "INPUT_MATRICES", "INPUT_PRIMARIES", "INPUT_RANGES"]
+__all__ = ["VideoInfo", "MediaInfo", "probe", "open_input", "analyse_fields", "field_advice", "FieldStats",
+           "TELECINE_RATES", "guess_matrix", "guess_primaries", "apply_colour_overrides", "colour_reading", "INPUT_MATRICES", "INPUT_PRIMARIES", "INPUT_RANGES"]
 
 # FFmpeg AVColorPrimaries / AVColorTransferCharacteristic / AVColorSpace / AVColorRange
 # (= ITU-T H.273 code points) → our names.
