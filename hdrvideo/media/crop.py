@@ -32,7 +32,7 @@ import av
 import numpy as np
 
 from ..errors import InputError, UsageError
-from .probe import VideoInfo, open_input
+from .probe import VideoInfo, close_decoding, open_input
 
 __all__ = ["CropRect", "parse_crop", "check_crop", "detect_crop", "SAMPLES"]
 
@@ -154,12 +154,7 @@ def _sampled_frames(path: str, video: VideoInfo, samples: int):
     except av.error.FFmpegError as err:
         raise InputError(f"cannot decode {path} for --crop auto: {err.strerror or err}") from err
     finally:
-        try:
-            for _ in container.streams[video.index].decode(None):
-                pass
-        except (av.error.FFmpegError, ValueError, IndexError):
-            pass
-        container.close()
+        close_decoding(container, video.index)
 
 
 def detect_crop(path: str, video: VideoInfo, samples: int = SAMPLES) -> CropRect | None:

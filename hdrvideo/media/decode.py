@@ -24,7 +24,7 @@ import numpy as np
 import torch
 
 from ..errors import InputError, UnsupportedInputError
-from .probe import A53_CAPTIONS, VideoInfo, open_input
+from .probe import A53_CAPTIONS, VideoInfo, close_decoding, open_input
 
 __all__ = ["PlaneLayout", "FrameBatch", "Decoder", "Deinterlacer", "PulldownRetimer", "decoder_time_base",
            "deinterlaced_rate", "IVTC_CYCLE", "parse_time"]
@@ -448,15 +448,7 @@ class Decoder:
                 raise InputError(f"no decodable video frames in {self.path}")
             self._check_losses(seeked, None if window_ended else last_end, window_ended)
         finally:
-            # Drain the decoder before closing: PyAV frees the codec context while holding the
-            # GIL, and a frame thread still busy (and logging through PyAV's callback) would then
-            # wait for the GIL forever.
-            try:
-                for _ in container.streams[self.info.index].decode(None):
-                    pass
-            except (av.error.FFmpegError, ValueError, IndexError):
-                pass
-            container.close()
+            close_decoding(container, self.info.index)  # drained first: no frame thread left waiting
 
     def _take_captions(self, frame: av.VideoFrame) -> None:
         """Note the captions of a frame handed out. bwdif gives each field frame a copy of its

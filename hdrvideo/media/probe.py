@@ -14,7 +14,7 @@ import av
 
 from ..errors import InputError, UnsupportedInputError, UsageError
 
-__all__ = ["VideoInfo", "MediaInfo", "probe", "open_input", "analyse_fields", "field_advice", "FieldStats",
+__all__ = ["VideoInfo", "MediaInfo", "probe", "open_input", "close_decoding", "analyse_fields", "field_advice", "FieldStats",
            "TELECINE_RATES", "guess_matrix", "guess_primaries", "apply_colour_overrides", "colour_reading", "INPUT_MATRICES", "INPUT_PRIMARIES", "INPUT_RANGES"]
 
 # FFmpeg AVColorPrimaries / AVColorTransferCharacteristic / AVColorSpace / AVColorRange
@@ -148,6 +148,20 @@ def open_input(path: str | os.PathLike[str]) -> av.container.InputContainer:
         raise InputError(f"not a readable media file: {p} ({_reason(err)})") from err
     except OSError as err:
         raise InputError(f"cannot open {p}: {err.strerror or err}") from err
+
+
+def close_decoding(container: av.container.InputContainer, index: int) -> None:
+    """Drain stream ``index``'s decoder, then close ``container``.
+
+    PyAV frees the codec context while holding the GIL, and a frame thread still busy (and
+    logging through PyAV's callback) would then wait for the GIL forever; drained, none is.
+    """
+    try:
+        for _ in container.streams[index].decode(None):
+            pass
+    except (av.error.FFmpegError, ValueError, IndexError):
+        pass
+    container.close()
 
 
 def _reason(err: Exception) -> str:
@@ -522,12 +536,7 @@ def analyse_fields(path: str, video: VideoInfo, windows: int = 3, frames: int = 
     except av.error.FFmpegError:
         pass  # what was read so far still counts
     finally:
-        try:
-            for _ in container.streams[video.index].decode(None):
-                pass
-        except (av.error.FFmpegError, ValueError, IndexError):
-            pass
-        container.close()
+        close_decoding(container, video.index)
     return FieldStats(**counts)
 
 
