@@ -1208,7 +1208,9 @@ class Pipeline:
             input_size=(video.width, video.height), output_size=plan.out_size,
             max_cll=meta.max_cll, max_fall=meta.max_fall, max_cll_measured=measured_cll,
             stage_seconds={k: round(v, 3) for k, v in self._busy.items()},
-            warnings=warnings, streams_copied=mux.copied,
+            warnings=warnings,
+            streams_copied=mux.copied + (["closed captions (CEA-608/708, as A/53 SEI in the video)"]
+                                         if decoder.stats.captions and decoder.keep_captions else []),
             peak_rss_mb=round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
             input_colour=colour_reading(video),
             crop=str(plan.crop) if plan.crop else "",

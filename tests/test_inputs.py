@@ -654,7 +654,7 @@ def test_closed_captions_are_carried_into_the_hevc_output(tmp_path):
     assert "Closed captions          : CEA-608/708 in the video stream (kept" in run_cli("probe", str(captioned)).stdout
     out = tmp_path / "cc.hdr10.mp4"
     report = hdrvideo.convert(captioned, out, x265_preset="medium")  # B-frames: access units leave reordered
-    assert not [w for w in report.warnings if "caption" in w]
+    assert not [w for w in report.warnings if "caption" in w] and "closed captions" in " ".join(report.streams_copied)
     assert frame_captions(out) == sent  # every frame's bytes, on the same frame
     # a window starts at its own frame's captions
     assert frame_captions(hdrvideo.convert(captioned, tmp_path / "w.mkv", start=0.12, **FAST).output) == sent[3:]
