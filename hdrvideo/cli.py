@@ -572,7 +572,15 @@ def probe(
         video = apply_colour_overrides(info.video, _value(input_matrix), _value(input_primaries), _value(input_range))
         info = dataclasses.replace(info, video=video)
     if as_json:
-        stdout.print_json(json.dumps(info.to_dict(), default=str))
+        out = info.to_dict()
+        if info.video is not None:
+            from .media.probe import field_advice
+
+            advice = field_advice(info.path, info.video)  # film in interlaced clothes: what to do
+            out["video"]["field_advice"] = None if advice is None else {
+                "kind": advice[0], "deinterlace": "ivtc" if advice[0] == "telecined" else "off",
+                **dataclasses.asdict(advice[1])}
+        stdout.print_json(json.dumps(out, default=str))
         return
     rows = probe_lines(info)
     width = max(len(k) for k, _ in rows)

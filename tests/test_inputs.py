@@ -374,6 +374,8 @@ def test_telecine_detected_in_auto_mode_but_not_in_camera_video(tmp_path, teleci
     repeated, examined = (int(w) for w in hint.split(": ")[1].split(" sampled")[0].split(" of "))
     assert examined >= 20 and 0.3 <= repeated / examined <= 0.5  # 2 of every 5 frames
     assert "looks telecined (3:2 pulldown" in run_cli("probe", str(telecined)).stdout
+    advice = json.loads(run_cli("probe", "--json", str(telecined)).stdout)["video"]["field_advice"]
+    assert advice["kind"] == "telecined" and advice["deinterlace"] == "ivtc" and advice["examined"] == examined
     camera = write_h264_clip(tmp_path / "cam.mkv", 30, rate=30, interlaced="tff")  # interlaced at 30 frames/s
     report = hdrvideo.convert(camera, tmp_path / "cam.hdr10.mkv", **FAST)
     assert report.frames == 60 and not [w for w in report.warnings if "telecine" in w]
