@@ -65,7 +65,7 @@ from .stages import PackedBatch, PadPlanes, ProcessStage, build_chain
 from .torch_threads import IntraOpThreads
 
 __all__ = ["ConvertOptions", "ProgressEvent", "Report", "Plan", "Pipeline", "ProcessStage", "PackedBatch", "LightMeter",
-           "default_output", "convert", "input_video", "deinterlace_settings", "deinterlaced_rate_factor",
+           "default_output", "convert", "input_video", "deinterlace_settings", "detected_deinterlace", "deinterlaced_rate_factor",
            "field_advice_line", "input_notices", "DEINTERLACE_MODES"]
 
 log = logging.getLogger(__name__)
@@ -301,7 +301,7 @@ def mux_options(opt: ConvertOptions, preset: Preset, info: MediaInfo, dst: str) 
 # What the input is, as a conversion reads it
 # --------------------------------------------------------------------------------------
 
-DEINTERLACE_MODES = ("auto", "on", "off", "ivtc")
+DEINTERLACE_MODES = ("auto", "on", "off", "ivtc", "detect")
 _FIELD_WORDS = {"tt": "top field first", "bt": "top field first", "bb": "bottom field first",
                 "tb": "bottom field first"}
 
@@ -312,6 +312,15 @@ def input_video(info: MediaInfo, options: ConvertOptions) -> VideoInfo:
     return apply_colour_overrides(video, options.input_matrix, options.input_primaries, options.input_range)
 
 
+def detected_deinterlace(path: str, video: VideoInfo, mode: str | bool) -> str | bool:
+    """``mode`` with ``detect`` replaced by what the stream's fields say (:func:`field_advice`):
+    ``ivtc`` for telecined film, ``off`` for progressive film flagged interlaced, else ``auto``."""
+    if mode != "detect":
+        return mode
+    advice = field_advice(path, video)
+    return "auto" if advice is None else ("ivtc" if advice[0] == "telecined" else "off")
+
+
 def deinterlace_settings(video: VideoInfo, mode: str | bool) -> tuple[str, str] | None:
     """How a conversion deinterlaces: ``(deint, parity)`` for :class:`~hdrvideo.media.decode.Deinterlacer`,
     or None (the frames are taken as they are).
@@ -319,7 +328,8 @@ def deinterlace_settings(video: VideoInfo, mode: str | bool) -> tuple[str, str] 
     ``auto`` deinterlaces a stream that is interlaced by its field order or by its first
     frame's flags; ``on`` every stream; ``off`` none. Every frame of a deinterlaced stream goes
     through ``bwdif`` (so the output has a constant field rate), with each frame's own field
-    order when frames are flagged, else the stream's. ``ivtc`` matches fields into the film's
+    order when frames are flagged, else the stream's. ``detect`` must first be resolved by
+    :func:`detected_deinterlace` (it reads the file). ``ivtc`` matches fields into the film's
     frames: at 29.97/30 frames/s it undoes 3:2 pulldown (``("ivtc", parity)``, 4 frames of 5),
     at other rates 2:2 pulldown (``("fieldmatch", parity)``, every frame kept); it needs a
     constant frame rate.
@@ -328,6 +338,8 @@ def deinterlace_settings(video: VideoInfo, mode: str | bool) -> tuple[str, str] 
         mode = "on" if mode else "off"
     if mode not in DEINTERLACE_MODES:
         raise UsageError(f"invalid deinterlace mode {mode!r} (choose from {', '.join(DEINTERLACE_MODES)})")
+    if mode == "detect":
+        raise ValueError("resolve --deinterlace detect with detected_deinterlace() first")
     if mode == "off" or (mode == "auto" and not video.interlaced):
         return None
     tff = video.top_field_first
@@ -363,6 +375,11 @@ def input_notices(info: MediaInfo, video: VideoInfo, preset: Preset, options: Co
         notes.append(f"input is film with soft 3:2 pulldown (repeat-field flags show it as "
                      f"{float(video.rate * Fraction(5, 4)):.5g}i): converted at its {float(video.rate):.5g} "
                      "frames/s, each frame on that rate's even time grid")
+    mode = options.deinterlace
+    advice = field_advice(info.path, video) if mode in ("auto", "detect") else None  # cached: one idet run
+    if mode == "detect" and advice is not None:
+        notes.append("--deinterlace detect: " + field_advice_line(*advice, video.rate).split(";")[0]
+                     + ("; inverse-telecined" if advice[0] == "telecined" else "; frames kept as they are"))
     if deinterlace is not None and deinterlace[0] == "ivtc":
         rate = float(video.rate * deinterlaced_rate("ivtc"))
         notes.append(f"--deinterlace ivtc: 3:2 pulldown undone (fieldmatch, decimate), {float(video.rate):.5g} → "
@@ -377,8 +394,7 @@ def input_notices(info: MediaInfo, video: VideoInfo, preset: Preset, options: Co
         why = "input is interlaced" if video.interlaced else "--deinterlace on"
         notes.append(f"{why} ({order}): deinterlaced with bwdif, one progressive frame per field{rate}; "
                      "--deinterlace off keeps the frames as they are")
-        advice = field_advice(info.path, video) if options.deinterlace == "auto" else None
-        if advice is not None:
+        if mode == "auto" and advice is not None:
             notes.append(field_advice_line(*advice, video.rate))
     if video.has_alpha:
         notes.append(f"input has an alpha channel ({video.pix_fmt}); HDR10 has none, so it is dropped "
@@ -785,7 +801,7 @@ class Pipeline:
         if start is not None and video.rate and video.duration:
             remaining = int(math.ceil((Fraction(video.duration).limit_denominator(10**6) - start) * video.rate))
             total = min(total or remaining, remaining)
-        deinterlace = deinterlace_settings(video, opt.deinterlace)
+        deinterlace = deinterlace_settings(video, detected_deinterlace(info.path, video, opt.deinterlace))
         total = int(math.ceil(total * deinterlaced_rate_factor(deinterlace)))  # a frame per field, or 4 of 5
         notices = input_notices(info, video, preset, opt, deinterlace)
         if opt.frame_range is not None:

@@ -372,6 +372,8 @@ def test_telecine_detected_in_auto_mode_but_not_in_camera_video(tmp_path, teleci
     hint = one(report.warnings, "telecined")
     assert "--deinterlace ivtc restores its 23.976 frames/s" in hint
     repeated, examined = (int(w) for w in hint.split(": ")[1].split(" sampled")[0].split(" of "))
+    report = hdrvideo.convert(telecined, tmp_path / "detect.mp4", deinterlace="detect", **FAST)
+    assert report.frames == 20 and "inverse-telecined" in one(report.warnings, "--deinterlace detect")
     assert examined >= 20 and 0.3 <= repeated / examined <= 0.5  # 2 of every 5 frames
     assert "looks telecined (3:2 pulldown" in run_cli("probe", str(telecined)).stdout
     advice = json.loads(run_cli("probe", "--json", str(telecined)).stdout)["video"]["field_advice"]
@@ -379,6 +381,8 @@ def test_telecine_detected_in_auto_mode_but_not_in_camera_video(tmp_path, teleci
     camera = write_h264_clip(tmp_path / "cam.mkv", 30, rate=30, interlaced="tff")  # interlaced at 30 frames/s
     report = hdrvideo.convert(camera, tmp_path / "cam.hdr10.mkv", **FAST)
     assert report.frames == 60 and not [w for w in report.warnings if "telecine" in w]
+    report = hdrvideo.convert(camera, tmp_path / "cam.detect.mkv", deinterlace="detect", **FAST)
+    assert report.frames == 60 and one(report.warnings, "deinterlaced with bwdif")  # detect: camera video → bwdif
 
 
 def test_progressive_film_flagged_interlaced_is_advised_and_field_matched(tmp_path):
@@ -400,6 +404,10 @@ def test_progressive_film_flagged_interlaced_is_advised_and_field_matched(tmp_pa
     assert report.frames == 30 and video_pts(out) == pytest.approx(video_pts(psf), abs=1e-9)
     assert bar_positions(out)[:5] == [0, 4, 8, 12, 16] and combing(out) < 0.5
     assert frame_captions(out) == sent
+    # --deinterlace detect follows the advice: film frames kept as they are
+    report = hdrvideo.convert(psf, tmp_path / "detect.mkv", deinterlace="detect", **FAST)
+    assert report.frames == 30 and "frames kept as they are" in one(report.warnings, "detect")
+    assert combing(tmp_path / "detect.mkv") < 0.5
     # camera video at 25i gets no advice; chunks can field-match (frame for frame)
     assert not [w for w in hdrvideo.convert(write_h264_clip(tmp_path / "cam.mkv", 30, interlaced="tff"),
                                             tmp_path / "cam.hdr10.mkv", **FAST).warnings if "looks" in w]

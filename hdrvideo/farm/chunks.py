@@ -66,6 +66,7 @@ from ..pipeline import (
     default_output,
     deinterlace_settings,
     deinterlaced_rate_factor,
+    detected_deinterlace,
     input_notices,
     input_video,
 )
@@ -549,7 +550,7 @@ def convert_chunked(
     plan = plan_chunks(src, chunks, video, keyint=math.lcm(keyint, fields) // fields if keyint else 0)  # source frames
     sink = opts.progress
     # deinterlacing is decided once for the film, not per chunk; it gives one frame per field
-    deinterlace = deinterlace_settings(video, opts.deinterlace)
+    deinterlace = deinterlace_settings(video, detected_deinterlace(info.path, video, opts.deinterlace))
     per_frame = int(deinterlaced_rate_factor(deinterlace))
     notices = input_notices(info, video, preset_obj, opts, deinterlace)
     # every chunk deinterlaces as the film does (2:2 field matching is "ivtc" at 25i)

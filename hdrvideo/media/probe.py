@@ -481,7 +481,24 @@ class FieldStats:
                 and self.progressive >= self.PROGRESSIVE_SHARE * self.examined)
 
 
+_FIELD_STATS: dict[tuple, FieldStats] = {}  # one idet run per file version (plan, notices, chunks)
+
+
 def analyse_fields(path: str, video: VideoInfo, windows: int = 3, frames: int = 30) -> FieldStats:
+    """:func:`_analyse_fields`, remembered for the same file (path, size and modification time)."""
+    try:
+        st = os.stat(path)
+    except OSError:
+        return _analyse_fields(path, video, windows, frames)
+    key = (os.path.realpath(path), st.st_size, st.st_mtime_ns, video.index, windows, frames)
+    if key not in _FIELD_STATS:
+        if len(_FIELD_STATS) >= 16:
+            _FIELD_STATS.pop(next(iter(_FIELD_STATS)))
+        _FIELD_STATS[key] = _analyse_fields(path, video, windows, frames)
+    return _FIELD_STATS[key]
+
+
+def _analyse_fields(path: str, video: VideoInfo, windows: int = 3, frames: int = 30) -> FieldStats:
     """Run FFmpeg's ``idet`` over ``windows`` runs of ``frames`` consecutive frames.
 
     ``idet`` compares each field with the same field of the previous frame (a repeat: 3:2
