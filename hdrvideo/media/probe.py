@@ -481,6 +481,56 @@ class FieldStats:
                 and self.progressive >= self.PROGRESSIVE_SHARE * self.examined)
 
 
+def _decoded_frames(container: av.container.InputContainer, stream, count: int):
+    """Up to ``count`` frames decoded from the container's position on, skipping the packets
+    the decoder rejects (after a seek, those before the next keyframe in some streams); gives
+    up after ``4 × count + 64`` packets."""
+    n = 0
+    for i, packet in enumerate(container.demux(stream)):
+        if i >= 4 * count + 64:
+            return
+        try:
+            frames = packet.decode()
+        except av.error.FFmpegError:
+            continue
+        for frame in frames:
+            yield frame
+            n += 1
+            if n >= count:
+                return
+
+
+def _idet_window(frames, time_base: Fraction, counts: dict[str, int]) -> None:
+    """Add idet's verdicts on consecutive ``frames`` to ``counts`` (the first frame has no
+    previous one to compare with, so it is not counted)."""
+    graph = None
+    first_pts = None
+    for frame in frames:
+        if graph is None:
+            graph = av.filter.Graph()
+            src = graph.add("buffer", f"video_size={frame.width}x{frame.height}:pix_fmt={frame.format.name}:"
+                                      f"time_base={time_base.numerator}/{time_base.denominator}:pixel_aspect=1/1")
+            idet, sink = graph.add("idet"), graph.add("buffersink")
+            src.link_to(idet)
+            idet.link_to(sink)
+            graph.configure()
+            first_pts = frame.pts
+        graph.vpush(frame)
+        while True:
+            try:
+                out = graph.vpull()
+            except (av.error.BlockingIOError, av.error.EOFError):
+                break
+            md = out.metadata
+            if md.get(_IDET_REPEAT) is None or out.pts == first_pts:
+                continue
+            counts["examined"] += 1
+            counts["repeated"] += md[_IDET_REPEAT] != "neither"
+            scan = md.get(_IDET_SCAN)
+            counts["progressive"] += scan == "progressive"
+            counts["interlaced"] += scan in ("tff", "bff")
+
+
 _FIELD_STATS: dict[tuple, FieldStats] = {}  # one idet run per file version (plan, notices, chunks)
 
 
@@ -505,55 +555,34 @@ def _analyse_fields(path: str, video: VideoInfo, windows: int = 3, frames: int =
     pulldown repeats one in 2 of every 5 frames; camera video never does), and measures the
     combing of each frame against its neighbours (fields of two instants comb where things
     move). The runs come from the middle of the stream: a film's first seconds are often
-    black, where nothing can be told apart.
+    black, where nothing can be told apart. A stream that cannot be decoded from there (no
+    keyframe to resume at) is read from its start instead.
     """
-    container = open_input(path)
     counts = {"examined": 0, "repeated": 0, "progressive": 0, "interlaced": 0}
+    container = open_input(path)
     try:
         stream = container.streams[video.index]
-        tb = stream.time_base
         t0 = Fraction(video.start_time).limit_denominator(10**9)
         dur = Fraction(video.duration).limit_denominator(10**6) if video.duration and video.duration > 0 else None
-        for i in range(windows if dur else 1):
-            if dur:
-                try:
-                    container.seek(int((t0 + dur * Fraction(i + 1, windows + 1)) / tb), stream=stream,
-                                   backward=True, any_frame=False)
-                except av.error.FFmpegError:
-                    break
-            graph = None
-            first_pts = None
-            for n, frame in enumerate(container.decode(stream)):
-                if graph is None:
-                    graph = av.filter.Graph()
-                    src = graph.add("buffer", f"video_size={frame.width}x{frame.height}:pix_fmt={frame.format.name}:"
-                                              f"time_base={tb.numerator}/{tb.denominator}:pixel_aspect=1/1")
-                    idet, sink = graph.add("idet"), graph.add("buffersink")
-                    src.link_to(idet)
-                    idet.link_to(sink)
-                    graph.configure()
-                    first_pts = frame.pts
-                graph.vpush(frame)
-                while True:
-                    try:
-                        out = graph.vpull()
-                    except (av.error.BlockingIOError, av.error.EOFError):
-                        break
-                    md = out.metadata
-                    # the window's first frame has no previous one to compare with
-                    if md.get(_IDET_REPEAT) is None or out.pts == first_pts:
-                        continue
-                    counts["examined"] += 1
-                    counts["repeated"] += md[_IDET_REPEAT] != "neither"
-                    scan = md.get(_IDET_SCAN)
-                    counts["progressive"] += scan == "progressive"
-                    counts["interlaced"] += scan in ("tff", "bff")
-                if n + 1 >= frames:
-                    break
-    except av.error.FFmpegError:
-        pass  # what was read so far still counts
+        for i in range(windows if dur else 0):
+            try:
+                container.seek(int((t0 + dur * Fraction(i + 1, windows + 1)) / stream.time_base), stream=stream,
+                               backward=True, any_frame=False)
+                _idet_window(_decoded_frames(container, stream, frames), stream.time_base, counts)
+            except av.error.FFmpegError:
+                break
     finally:
         close_decoding(container, video.index)
+    if counts["examined"] < FieldStats.MIN_FRAMES:  # unseekable, short, or decodable only from the start
+        counts = dict.fromkeys(counts, 0)
+        container = open_input(path)
+        try:
+            stream = container.streams[video.index]
+            _idet_window(_decoded_frames(container, stream, windows * frames), stream.time_base, counts)
+        except av.error.FFmpegError:
+            pass  # what was read so far still counts
+        finally:
+            close_decoding(container, video.index)
     return FieldStats(**counts)
 
 
