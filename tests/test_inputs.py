@@ -376,6 +376,11 @@ def test_telecine_detected_in_auto_mode_but_not_in_camera_video(tmp_path, teleci
     assert report.frames == 20 and "inverse-telecined" in one(report.warnings, "--deinterlace detect")
     assert examined >= 20 and 0.3 <= repeated / examined <= 0.5  # 2 of every 5 frames
     assert "looks telecined (3:2 pulldown" in run_cli("probe", str(telecined)).stdout
+    # a stream without a known duration (or not decodable after a seek) is read from its start
+    from hdrvideo.media.probe import analyse_fields
+
+    from_start = analyse_fields(str(telecined), dataclasses.replace(hdrvideo.probe(telecined).video, duration=None))
+    assert from_start.examined == 24 and from_start.telecined(Fraction(30000, 1001))
     advice = json.loads(run_cli("probe", "--json", str(telecined)).stdout)["video"]["field_advice"]
     assert advice["kind"] == "telecined" and advice["deinterlace"] == "ivtc" and advice["examined"] == examined
     camera = write_h264_clip(tmp_path / "cam.mkv", 30, rate=30, interlaced="tff")  # interlaced at 30 frames/s

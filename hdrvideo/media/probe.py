@@ -540,7 +540,7 @@ def analyse_fields(path: str, video: VideoInfo, windows: int = 3, frames: int = 
         st = os.stat(path)
     except OSError:
         return _analyse_fields(path, video, windows, frames)
-    key = (os.path.realpath(path), st.st_size, st.st_mtime_ns, video.index, windows, frames)
+    key = (os.path.realpath(path), st.st_size, st.st_mtime_ns, video.index, video.duration, windows, frames)
     if key not in _FIELD_STATS:
         if len(_FIELD_STATS) >= 16:
             _FIELD_STATS.pop(next(iter(_FIELD_STATS)))
