@@ -282,7 +282,8 @@ def write_telecined_clip(path: str | Path, film_frames: int, *, size: tuple[int,
     return path
 
 
-def write_soft_pulldown_clip(path: str | Path, film_frames: int, *, size: tuple[int, int] = (96, 64)) -> Path:
+def write_soft_pulldown_clip(path: str | Path, film_frames: int, *, size: tuple[int, int] = (96, 64),
+                             timecode: str | None = None) -> Path:
     """Film at 23.976 frames/s as MPEG-2 with soft 3:2 pulldown, in Matroska (as DVD rips are).
 
     PyAV's MPEG-2 encoder writes no repeat_first_field flags, so the elementary stream is
@@ -291,6 +292,7 @@ def write_soft_pulldown_clip(path: str | Path, film_frames: int, *, size: tuple[
     progressive_frame = 1 and the top_field_first / repeat_first_field cadence
     (1,1) (0,0) (1,0) (0,1): 3, 2, 3, 2 fields. FFmpeg's demuxer then times the frames 3 and 2
     field periods apart. Film frame i has a bright bar at x = 4i, as in :func:`write_telecined_clip`.
+    ``timecode`` is written as the stream's start timecode (a 29.97 one, as DVDs count).
     """
     path = Path(path)
     w, h = size
@@ -331,6 +333,8 @@ def write_soft_pulldown_clip(path: str | Path, film_frames: int, *, size: tuple[
     with av.open(str(es), options={"fflags": "+genpts"}) as inp, av.open(str(path), "w", format="matroska") as out:
         s = inp.streams.video[0]
         o = out.add_stream_from_template(s)
+        if timecode:
+            o.metadata["timecode"] = timecode
         for p in inp.demux(s):
             if p.dts is None:
                 continue

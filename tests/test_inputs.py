@@ -118,6 +118,12 @@ def test_timecode_arithmetic_drop_frame():
     assert frames_to_timecode(17982, ntsc, True) == "00:10:00;00"  # but not at the tenth minute
     assert shift_timecode("01:00:00:00", Fraction(25), Fraction(41, 5)) == "01:00:08:05"
     assert shift_timecode("01:00:00:24", Fraction(25), Fraction(1, 25), Fraction(50)) == "01:00:01:00"
+    # inverse telecine, 29.97 → 23.976: the label keeps its seconds; drop frame is read by its digits
+    ntsc, film = Fraction(30000, 1001), Fraction(24000, 1001)
+    assert shift_timecode("01:00:10;00", ntsc, Fraction(1), film) == "01:00:11:00"
+    assert shift_timecode("01:00:10:00", ntsc, Fraction(1), film) == "01:00:11:00"
+    assert shift_timecode("00:59:59;29", ntsc, Fraction(0), film) == "00:59:59:23"
+    assert shift_timecode("01:00:10;00", ntsc, Fraction(1), 2 * ntsc) == "01:00:11;00"  # bwdif keeps drop frame
 
 
 def test_other_data_stream_skipped_with_one_warning(tmp_path):
@@ -421,7 +427,7 @@ def test_progressive_film_flagged_interlaced_is_advised_and_field_matched(tmp_pa
 
 
 def test_soft_pulldown_film_converted_at_its_rate_on_an_even_grid(tmp_path):
-    src = write_soft_pulldown_clip(tmp_path / "dvd.mkv", 30)
+    src = write_soft_pulldown_clip(tmp_path / "dvd.mkv", 30, timecode="00:59:59;28")
     assert sorted(set(np.round(np.diff(video_pts(src)) * 60000 / 1001))) == [2.0, 3.0]  # 3:2 fields (ms times)
     v = hdrvideo.probe(src).video
     assert v.pulldown and v.rate == Fraction(24000, 1001) and not v.interlaced
@@ -435,6 +441,8 @@ def test_soft_pulldown_film_converted_at_its_rate_on_an_even_grid(tmp_path):
         pts = sorted(p.pts for p in c.demux(s) if p.size)
         assert [Fraction(p - pts[0]) * s.time_base for p in pts] == [i * Fraction(1001, 24000) for i in range(30)]
     assert bar_positions(out) == [(4 * i) % 90 for i in range(30)]  # every film frame once, in order
+    # the 29.97 drop-frame start timecode becomes the film's non-drop one, read by its digits
+    assert "timecode 00:59:59:22" in " ".join(report.streams_copied)
     # 29.97 material that is not pulldown (an ordinary progressive clip) is left as it is
     plain = write_h264_clip(tmp_path / "p.mkv", 30, rate=30)
     assert not hdrvideo.probe(plain).video.pulldown

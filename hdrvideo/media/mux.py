@@ -206,6 +206,20 @@ def _meta(metadata: dict[str, str], key: str) -> str | None:
     return None
 
 
+#: the frame rates timecodes count at (ST 12-1), NTSC ones included
+_TIMECODE_RATES = {Fraction(r) for r in (24, 25, 30, 48, 50, 60)} | {Fraction(r * 1000, 1001) for r in (24, 30, 60)}
+
+
+def _timecode_rate(video) -> Fraction:
+    """The rate a stream's timecode counts at: the codec's declared frame rate when it is a
+    timecode rate (an MPEG-2 sequence header says 29.97 for soft-pulldown film, whose frames
+    average 23.976), else the stream's average rate."""
+    declared = video.codec_context.framerate
+    if declared and Fraction(declared) in _TIMECODE_RATES:
+        return Fraction(declared)
+    return Fraction(video.average_rate or video.guessed_rate)
+
+
 def _carry_extras(src, out, fmt: str, ovideo, vencoded, window: StreamWindow, result: MuxResult) -> None:
     """Timecode and attachments of ``src`` into ``out``; one warning per stream left out."""
     video = next((s for s in src.streams.video if not s.disposition & av.stream.Disposition.attached_pic), None)
@@ -214,7 +228,7 @@ def _carry_extras(src, out, fmt: str, ovideo, vencoded, window: StreamWindow, re
         timecode = timecode or _meta(s.metadata, "timecode")
     timecode = timecode or _meta(src.metadata, "timecode")
     if timecode and video is not None and (video.average_rate or video.guessed_rate):
-        rate = Fraction(video.average_rate or video.guessed_rate)
+        rate = _timecode_rate(video)
         v0 = Fraction(video.start_time * video.time_base) if video.start_time is not None else Fraction(0)
         out_rate = vencoded.average_rate or vencoded.guessed_rate or rate
         try:

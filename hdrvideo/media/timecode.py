@@ -59,13 +59,25 @@ def frames_to_timecode(n: int, rate: Fraction, drop_frame: bool) -> str:
 def shift_timecode(text: str, rate: Fraction, seconds: Fraction, out_rate: Fraction | None = None) -> str:
     """The timecode ``seconds`` after ``text`` (of a ``rate`` fps stream), named at ``out_rate``.
 
-    ``out_rate`` differs when the output has another frame rate (deinterlaced to one frame
-    per field: a 25 fps source timecode becomes a 50 fps one for the same instant).
+    ``out_rate`` differs when the output has another frame rate. Deinterlaced to one frame per
+    field, a 25 fps source timecode becomes a 50 fps one for the same instant. Inverse-telecined
+    from 29.97 to 23.976 fps, the label keeps its hours, minutes and seconds, and its frames are
+    counted at 24: film's 23.976 timecode is non-drop and relates to the video's label by the
+    pulldown (4 film frames to 5 video frames a second), as editing systems convert it. For
+    non-drop video this is also the same instant; a drop-frame label, which follows the clock,
+    is read by its digits (``01:00:00;00`` becomes ``01:00:00:00``).
     """
     rate = Fraction(rate)
     out_rate = Fraction(out_rate) if out_rate else rate
     n, drop_frame = timecode_to_frames(text, rate)
     n += round(Fraction(seconds) * rate)
+    out_drop = drop_frame and _nominal(out_rate)[1] > 0
+    if out_rate != rate and drop_frame and not out_drop:
+        digits = frames_to_timecode(max(n, 0), rate, True)  # the shifted label, read by its digits
+        n = timecode_to_frames(digits.replace(";", ":"), Fraction(_nominal(rate)[0]))[0]
+        rate = Fraction(_nominal(rate)[0])
+        out_rate_nominal = Fraction(_nominal(out_rate)[0])
+        return frames_to_timecode(max(int(n * out_rate_nominal // rate), 0), out_rate, False)
     if out_rate != rate:
         n = round(n * out_rate / rate)
-    return frames_to_timecode(max(n, 0), out_rate, drop_frame and _nominal(out_rate)[1] > 0)
+    return frames_to_timecode(max(n, 0), out_rate, out_drop)
