@@ -456,11 +456,16 @@ def test_pulldown_retimer_snaps_film_and_keeps_video_rate_material():
     # film: 3 and 2 fields (4504.5 and 3003 ticks) from the start, up to 1/5 frame off the grid
     film = [49505, 54010, 57013, 61517, 64520]
     assert [r(p) for p in film] == [4 * 49505 + k * 15015 for k in range(5)]
-    # then 29.97 video (3003 ticks a frame): what lies far from the grid keeps its own time
-    video = [64520 + 3003 * k for k in range(2, 7)]
+    # a 3:2:2:3 cadence (fields 3, 2, 2, 3, ...) is film too
+    r2 = PulldownRetimer(Fraction(1, 180000), Fraction(24000, 1001), start_ticks=0)  # a field: 3003 ticks
+    fields = [0, 3, 2, 2, 3, 3, 2, 2, 3]
+    times = [3003 * sum(fields[:i + 1]) for i in range(len(fields))]
+    assert [r2(t) for t in times] == [15015 * k for k in range(len(fields))]
+    # then 29.97 video (3003 ticks, 2 fields, a frame): it keeps its own even times
+    video = [64520 + 3003 * k for k in range(1, 9)]
     out = [r(p) for p in video]
+    assert out[3:] == [4 * p for p in video[3:]]  # after three 2-field gaps: no 3:2 cadence, no snapping
     assert all(b > a for a, b in zip(out, out[1:])) and out[0] > 4 * 49505 + 4 * 15015
-    assert all(abs(o - 4 * p) <= 15015 // 3 for o, p in zip(out, video))
 
 
 def test_ivtc_refuses_chunks_unknown_rates_and_captions(tmp_path, telecined):

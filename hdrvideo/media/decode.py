@@ -271,10 +271,12 @@ class PulldownRetimer:
 
     Decoded, soft 3:2 pulldown gives each film frame the time of its first field: 3 and 2
     field periods apart in turn, up to 1/5 of a film frame off the even 23.976 frames/s grid.
-    Each timestamp is moved to the nearest grid point, counted from the stream's start, in a
-    time base fine enough for both (the input's / m, with the film frame a whole number of
-    ticks). A frame far from the grid (video-rate material inside a film, as on hybrid
-    DVDs) keeps its own time; timestamps always increase.
+    Such a frame (one of the last three gaps is 3 fields: 3:2 and 3:2:2:3 cadences both have
+    one) is moved to the nearest grid point, counted from the stream's start, in a time base
+    fine enough for both (the input's / m, with the film frame a whole number of ticks).
+    Frames 2 fields apart three times in a row are video-rate material inside the film
+    (hybrid DVDs): they keep their own, even, times.
+    Timestamps always increase.
     """
 
     def __init__(self, time_base: Fraction, rate: Fraction, start_ticks: int) -> None:
@@ -282,14 +284,21 @@ class PulldownRetimer:
         self.scale = step.denominator
         self.time_base = Fraction(time_base) / self.scale
         self.step = int(step * self.scale)
+        self.field = Fraction(2 * self.step, 5)  # 3:2: 5 fields for 2 film frames
         self.anchor = int(start_ticks) * self.scale
-        self.last: int | None = None
+        self.last: int | None = None  # last output timestamp
+        self._source: int | None = None  # last input timestamp (new ticks)
+        self._gaps: list[int] = []  # the last three input gaps, in whole fields
 
     def __call__(self, pts: int) -> int:
         x = int(pts) * self.scale
+        if self._source is not None:
+            self._gaps = (self._gaps + [round((x - self._source) / self.field)])[-3:]
+        self._source = x
         k = round(Fraction(x - self.anchor, self.step))
         grid = self.anchor + k * self.step
-        out = grid if 3 * abs(grid - x) <= self.step else x
+        film = not self._gaps or 3 in self._gaps
+        out = grid if film and 4 * abs(grid - x) <= self.step else x
         if self.last is not None and out <= self.last:
             out = max(x, self.last + 1)
         self.last = out
