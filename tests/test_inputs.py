@@ -396,6 +396,19 @@ def test_telecine_detected_in_auto_mode_but_not_in_camera_video(tmp_path, teleci
     assert report.frames == 60 and one(report.warnings, "deinterlaced with bwdif")  # detect: camera video → bwdif
 
 
+def test_telecine_verdict_needs_repeats_on_the_five_frame_cadence():
+    from hdrvideo.media.probe import FieldStats
+
+    ntsc = Fraction(30000, 1001)
+    # a real film's samples: stills and dark shots hide most repeats, but those seen keep cadence
+    assert FieldStats(examined=152, repeated=30, cadenced=30).telecined(ntsc)
+    assert not FieldStats(examined=152, repeated=30, cadenced=30).telecined(Fraction(25))  # no 3:2 at 25
+    # stray repeats (fades, noise) fall on any position of the cycle
+    assert not FieldStats(examined=152, repeated=20, cadenced=13).telecined(ntsc)
+    assert not FieldStats(examined=152, repeated=9, cadenced=9).telecined(ntsc)  # too few to tell
+    assert not FieldStats(examined=12, repeated=5, cadenced=5).telecined(ntsc)
+
+
 def test_progressive_film_flagged_interlaced_is_advised_and_field_matched(tmp_path):
     from hdrvideo.farm.chunks import convert_chunked
 

@@ -459,18 +459,26 @@ class FieldStats:
 
     examined: int = 0
     repeated: int = 0  # frames with a field repeating the previous frame's (3:2 pulldown: 2 in 5)
+    #: repeats on the two most frequent positions, modulo 5, of their run of frames: pulldown's
+    #: repeats keep to its 5-frame cadence, stray ones (fades, noise) fall anywhere
+    cadenced: int = 0
     progressive: int = 0  # frames whose two fields belong to one instant (film, PsF)
     interlaced: int = 0  # frames whose fields are from two instants (video shot interlaced)
 
-    #: verdicts need this many examined frames, and this share of them
+    #: verdicts need this many examined frames
     MIN_FRAMES = 20
-    TELECINE_SHARE = 0.25  # 3:2 pulldown repeats a field in 0.4 of the frames, camera video in none
+    #: 3:2 pulldown repeats a field in 2 of 5 frames where things move (still and dark shots hide
+    #: it: 0.15–0.2 over a real film's samples), camera video in none
+    TELECINE_SHARE = 0.08
+    TELECINE_MIN_REPEATS = 8
+    CADENCE_SHARE = 0.9  # of the repeats, on the cadence's two positions (stray ones: about 0.6)
     PROGRESSIVE_SHARE = 0.5  # frames idet finds progressive (still frames are "undetermined")
     STRAY_SHARE = 0.05  # frames found interlaced or repeating a field, allowed among them (misjudged detail)
 
     def telecined(self, rate: Fraction | None) -> bool:
         return (rate in TELECINE_RATES and self.examined >= self.MIN_FRAMES
-                and self.repeated >= self.TELECINE_SHARE * self.examined)
+                and self.repeated >= max(self.TELECINE_MIN_REPEATS, self.TELECINE_SHARE * self.examined)
+                and self.cadenced >= self.CADENCE_SHARE * self.repeated)
 
     @property
     def progressive_content(self) -> bool:
@@ -505,6 +513,7 @@ def _idet_window(frames, time_base: Fraction, counts: dict[str, int]) -> None:
     previous one to compare with, so it is not counted)."""
     graph = None
     first_pts = None
+    phases = [0] * 5  # repeats by position in the run, modulo 5
     for frame in frames:
         if graph is None:
             graph = av.filter.Graph()
@@ -525,16 +534,19 @@ def _idet_window(frames, time_base: Fraction, counts: dict[str, int]) -> None:
             if md.get(_IDET_REPEAT) is None or out.pts == first_pts:
                 continue
             counts["examined"] += 1
-            counts["repeated"] += md[_IDET_REPEAT] != "neither"
+            if md[_IDET_REPEAT] != "neither":
+                counts["repeated"] += 1
+                phases[counts["examined"] % 5] += 1
             scan = md.get(_IDET_SCAN)
             counts["progressive"] += scan == "progressive"
             counts["interlaced"] += scan in ("tff", "bff")
+    counts["cadenced"] += sum(sorted(phases)[-2:])
 
 
 _FIELD_STATS: dict[tuple, FieldStats] = {}  # one idet run per file version (plan, notices, chunks)
 
 
-def analyse_fields(path: str, video: VideoInfo, windows: int = 3, frames: int = 30) -> FieldStats:
+def analyse_fields(path: str, video: VideoInfo, windows: int = 4, frames: int = 40) -> FieldStats:
     """:func:`_analyse_fields`, remembered for the same file (path, size and modification time)."""
     try:
         st = os.stat(path)
@@ -548,7 +560,7 @@ def analyse_fields(path: str, video: VideoInfo, windows: int = 3, frames: int = 
     return _FIELD_STATS[key]
 
 
-def _analyse_fields(path: str, video: VideoInfo, windows: int = 3, frames: int = 30) -> FieldStats:
+def _analyse_fields(path: str, video: VideoInfo, windows: int = 4, frames: int = 40) -> FieldStats:
     """Run FFmpeg's ``idet`` over ``windows`` runs of ``frames`` consecutive frames.
 
     ``idet`` compares each field with the same field of the previous frame (a repeat: 3:2
@@ -558,7 +570,7 @@ def _analyse_fields(path: str, video: VideoInfo, windows: int = 3, frames: int =
     black, where nothing can be told apart. A stream that cannot be decoded from there (no
     keyframe to resume at) is read from its start instead.
     """
-    counts = {"examined": 0, "repeated": 0, "progressive": 0, "interlaced": 0}
+    counts = {"examined": 0, "repeated": 0, "cadenced": 0, "progressive": 0, "interlaced": 0}
     container = open_input(path)
     try:
         stream = container.streams[video.index]
