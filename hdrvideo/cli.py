@@ -503,15 +503,11 @@ def probe_lines(info) -> list[tuple[str, str]]:
         if v.frames:
             rows.append(("Frame count", str(v.frames)))
         scan = _scan_words(v)
-        from .media.probe import field_advice
+        from .media.probe import FIELD_ADVICE_MODES, field_advice, field_finding
 
         advice = field_advice(info.path, v)
-        if advice is not None and advice[0] == "telecined":
-            scan += (f"; looks telecined (3:2 pulldown: {advice[1].repeated} of {advice[1].examined} sampled frames "
-                     "repeat a field), convert with --deinterlace ivtc")
-        elif advice is not None:
-            scan += (f"; frames look progressive ({advice[1].progressive} of {advice[1].examined} sampled have both "
-                     "fields from one instant: film or PsF), convert with --deinterlace off")
+        if advice is not None:
+            scan += f"; {field_finding(*advice)}: convert with --deinterlace {FIELD_ADVICE_MODES[advice[0]]}"
         rows.append(("Scan type", scan))
         if v.pulldown:
             rows.append(("Pulldown", f"soft 3:2: film at {float(v.rate):.3f} fps shown as "
@@ -575,12 +571,11 @@ def probe(
     if as_json:
         out = info.to_dict()
         if info.video is not None:
-            from .media.probe import field_advice
+            from .media.probe import FIELD_ADVICE_MODES, field_advice
 
             advice = field_advice(info.path, info.video)  # film in interlaced clothes: what to do
             out["video"]["field_advice"] = None if advice is None else {
-                "kind": advice[0], "deinterlace": "ivtc" if advice[0] == "telecined" else "off",
-                **dataclasses.asdict(advice[1])}
+                "kind": advice[0], "deinterlace": FIELD_ADVICE_MODES[advice[0]], **dataclasses.asdict(advice[1])}
         stdout.print_json(json.dumps(out, default=str))
         return
     rows = probe_lines(info)

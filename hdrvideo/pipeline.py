@@ -45,8 +45,8 @@ from .media.hdr10_boxes import MasteringMetadata
 from .media.hevc_levels import check_level, parse_level
 from .media.mux import OUTPUT_FORMATS, MuxOptions, StreamWindow, mux_final, output_format, parse_selection, select_streams
 from .media.plane_cache import PlaneCacheReader, PlaneCacheWriter
-from .media.probe import (TELECINE_RATES, FieldStats, MediaInfo, VideoInfo, apply_colour_overrides, colour_reading,
-                          field_advice, probe, require_sdr_video)
+from .media.probe import (FIELD_ADVICE_MODES, TELECINE_RATES, FieldStats, MediaInfo, VideoInfo, apply_colour_overrides,
+                          colour_reading, field_advice, field_finding, probe, require_sdr_video)
 from .presets import (
     BACKEND_NAMES,
     OPTION_FIELDS,
@@ -318,7 +318,7 @@ def detected_deinterlace(path: str, video: VideoInfo, mode: str | bool) -> str |
     if mode != "detect":
         return mode
     advice = field_advice(path, video)
-    return "auto" if advice is None else ("ivtc" if advice[0] == "telecined" else "off")
+    return "auto" if advice is None else FIELD_ADVICE_MODES[advice[0]]
 
 
 def deinterlace_settings(video: VideoInfo, mode: str | bool) -> tuple[str, str] | None:
@@ -358,13 +358,12 @@ def deinterlaced_rate_factor(deinterlace: tuple[str, str] | None) -> Fraction:
 
 def field_advice_line(kind: str, stats: FieldStats, rate: Fraction | None) -> str:
     """One line of advice for a stream flagged interlaced whose frames are film (:func:`field_advice`)."""
-    if kind == "telecined":
-        return (f"input looks telecined: {stats.repeated} of {stats.examined} sampled frames repeat a field, the "
-                f"3:2 pulldown of film; --deinterlace ivtc restores its "
-                f"{float(rate * deinterlaced_rate('ivtc')):.5g} frames/s instead")
-    return (f"input looks progressive although flagged interlaced: {stats.progressive} of {stats.examined} sampled "
-            "frames have both fields from one instant (film or PsF); --deinterlace off keeps them whole"
-            + (f" at {float(rate):.5g} frames/s" if rate else ""))
+    at = f" at {float(rate):.5g} frames/s" if rate else ""
+    action = {"telecined": f"--deinterlace ivtc restores its {float(rate * deinterlaced_rate('ivtc')):.5g} frames/s "
+                           "instead" if rate else "--deinterlace ivtc restores the film's frames",
+              "progressive": f"--deinterlace off keeps them whole{at}",
+              "shifted": f"--deinterlace ivtc matches the fields back into whole frames{at}"}[kind]
+    return f"input {field_finding(kind, stats)}; {action}"
 
 
 def input_notices(info: MediaInfo, video: VideoInfo, preset: Preset, options: ConvertOptions,
@@ -378,8 +377,9 @@ def input_notices(info: MediaInfo, video: VideoInfo, preset: Preset, options: Co
     mode = options.deinterlace
     advice = field_advice(info.path, video) if mode in ("auto", "detect") else None  # cached: one idet run
     if mode == "detect" and advice is not None:
-        notes.append("--deinterlace detect: " + field_advice_line(*advice, video.rate).split(";")[0]
-                     + ("; inverse-telecined" if advice[0] == "telecined" else "; frames kept as they are"))
+        done = {"telecined": "inverse-telecined", "progressive": "frames kept as they are",
+                "shifted": "fields matched into whole frames"}[advice[0]]
+        notes.append(f"--deinterlace detect: input {field_finding(*advice)}; {done}")
     if deinterlace is not None and deinterlace[0] == "ivtc":
         rate = float(video.rate * deinterlaced_rate("ivtc"))
         notes.append(f"--deinterlace ivtc: 3:2 pulldown undone (fieldmatch, decimate), {float(video.rate):.5g} → "

@@ -381,7 +381,7 @@ def test_telecine_detected_in_auto_mode_but_not_in_camera_video(tmp_path, teleci
     report = hdrvideo.convert(telecined, tmp_path / "detect.mp4", deinterlace="detect", **FAST)
     assert report.frames == 20 and "inverse-telecined" in one(report.warnings, "--deinterlace detect")
     assert examined >= 20 and 0.3 <= repeated / examined <= 0.5  # 2 of every 5 frames
-    assert "looks telecined (3:2 pulldown" in run_cli("probe", str(telecined)).stdout
+    assert "looks telecined: " in run_cli("probe", str(telecined)).stdout
     # a stream without a known duration (or not decodable after a seek) is read from its start
     from hdrvideo.media.probe import analyse_fields
 
@@ -418,7 +418,7 @@ def test_progressive_film_flagged_interlaced_is_advised_and_field_matched(tmp_pa
     assert report.frames == 60  # auto still deinterlaces what is flagged interlaced
     hint = one(report.warnings, "looks progressive")
     assert "--deinterlace off keeps them whole at 25 frames/s" in hint
-    assert "frames look progressive" in run_cli("probe", str(psf)).stdout
+    assert "looks progressive although flagged interlaced" in run_cli("probe", str(psf)).stdout
     # ivtc at 25 frames/s matches fields (2:2), keeps every frame and its time, and the captions
     sent = caption_triplets(30)
     captioned = with_a53_captions(psf, tmp_path / "psf.mp4", sent)
@@ -432,6 +432,14 @@ def test_progressive_film_flagged_interlaced_is_advised_and_field_matched(tmp_pa
     report = hdrvideo.convert(psf, tmp_path / "detect.mkv", deinterlace="detect", **FAST)
     assert report.frames == 30 and "frames kept as they are" in one(report.warnings, "detect")
     assert combing(tmp_path / "detect.mkv") < 0.5
+    # film a field out of step (each frame's bottom field is the next frame's instant): ivtc pairs them again
+    shifted = write_h264_clip(tmp_path / "shifted.mkv", 30, interlaced="tff", field_shift=4)
+    report = hdrvideo.convert(shifted, tmp_path / "shifted.bob.mkv", **FAST)
+    assert "--deinterlace ivtc matches the fields back into whole frames" in one(report.warnings, "out of step")
+    assert combing(shifted) > 5  # as stored, every frame combs
+    report = hdrvideo.convert(shifted, tmp_path / "rematched.mkv", deinterlace="detect", **FAST)
+    assert report.frames == 30 and "fields matched into whole frames" in one(report.warnings, "--deinterlace detect")
+    assert combing(tmp_path / "rematched.mkv") < 0.5
     # camera video at 25i gets no advice; chunks can field-match (frame for frame)
     assert not [w for w in hdrvideo.convert(write_h264_clip(tmp_path / "cam.mkv", 30, interlaced="tff"),
                                             tmp_path / "cam.hdr10.mkv", **FAST).warnings if "looks" in w]

@@ -11,10 +11,11 @@ from pathlib import Path
 from typing import Any
 
 import av
+import numpy as np
 
 from ..errors import InputError, UnsupportedInputError, UsageError
 
-__all__ = ["VideoInfo", "MediaInfo", "probe", "open_input", "close_decoding", "analyse_fields", "field_advice", "FieldStats",
+__all__ = ["VideoInfo", "MediaInfo", "probe", "open_input", "close_decoding", "analyse_fields", "field_advice", "field_finding", "FIELD_ADVICE_MODES", "FieldStats",
            "TELECINE_RATES", "guess_matrix", "guess_primaries", "apply_colour_overrides", "colour_reading", "INPUT_MATRICES", "INPUT_PRIMARIES", "INPUT_RANGES"]
 
 # FFmpeg AVColorPrimaries / AVColorTransferCharacteristic / AVColorSpace / AVColorRange
@@ -455,25 +456,27 @@ TELECINE_RATES = (Fraction(30000, 1001), Fraction(30))
 
 @dataclass(frozen=True)
 class FieldStats:
-    """What FFmpeg's ``idet`` saw in frames sampled from a stream flagged interlaced."""
+    """What the fields of frames sampled from a stream flagged interlaced say about it."""
 
-    examined: int = 0
-    repeated: int = 0  # frames with a field repeating the previous frame's (3:2 pulldown: 2 in 5)
+    examined: int = 0  # frames judged (each against the one before it)
+    repeated: int = 0  # frames with a field repeating the previous frame's (idet; 3:2 pulldown: 2 in 5)
     #: repeats on the two most frequent positions, modulo 5, of their run of frames: pulldown's
     #: repeats keep to its 5-frame cadence, stray ones (fades, noise) fall anywhere
     cadenced: int = 0
-    progressive: int = 0  # frames whose two fields belong to one instant (film, PsF)
-    interlaced: int = 0  # frames whose fields are from two instants (video shot interlaced)
+    moving: int = 0  # frames whose fields differ enough to judge how they pair (not still)
+    aligned: int = 0  # moving frames whose own two fields are one instant: progressive (PsF)
+    shifted: int = 0  # moving frames whose bottom field is one instant with a neighbour's top field
+    #: (the rest of the moving frames pair with nothing: fields of their own instants, interlaced)
 
-    #: verdicts need this many examined frames
+    #: verdicts need this many examined (and moving) frames
     MIN_FRAMES = 20
+    MIN_MOVING = 10
     #: 3:2 pulldown repeats a field in 2 of 5 frames where things move (still and dark shots hide
     #: it: 0.15–0.2 over a real film's samples), camera video in none
     TELECINE_SHARE = 0.08
     TELECINE_MIN_REPEATS = 8
     CADENCE_SHARE = 0.9  # of the repeats, on the cadence's two positions (stray ones: about 0.6)
-    PROGRESSIVE_SHARE = 0.5  # frames idet finds progressive (still frames are "undetermined")
-    STRAY_SHARE = 0.05  # frames found interlaced or repeating a field, allowed among them (misjudged detail)
+    PAIRED_SHARE = 0.9  # of the moving frames, pairing one way (aligned or shifted)
 
     def telecined(self, rate: Fraction | None) -> bool:
         return (rate in TELECINE_RATES and self.examined >= self.MIN_FRAMES
@@ -482,11 +485,14 @@ class FieldStats:
 
     @property
     def progressive_content(self) -> bool:
-        """Whole progressive frames stored as interlaced (2:2 film, PsF): hardly a field from a
-        second instant, and motion enough for idet to tell (a still shot tells nothing)."""
-        stray = self.STRAY_SHARE * self.examined
-        return (self.examined >= self.MIN_FRAMES and self.interlaced <= stray and self.repeated <= stray
-                and self.progressive >= self.PROGRESSIVE_SHARE * self.examined)
+        """Whole progressive frames stored as interlaced (2:2 film, PsF)."""
+        return self.moving >= self.MIN_MOVING and self.aligned >= self.PAIRED_SHARE * self.moving
+
+    @property
+    def shifted_content(self) -> bool:
+        """Progressive frames stored a field out of step (each film frame is one frame's bottom
+        field and the next one's top: 2:2 pulldown across frames, after an odd-field edit)."""
+        return self.moving >= self.MIN_MOVING and self.shifted >= self.PAIRED_SHARE * self.moving
 
 
 def _decoded_frames(container: av.container.InputContainer, stream, count: int):
@@ -508,11 +514,50 @@ def _decoded_frames(container: av.container.InputContainer, stream, count: int):
                 return
 
 
+#: a moving frame: its fields differ by at least this mean (8-bit codes) one way of pairing
+_MOTION_CODES = 2.0
+#: one pairing is clean when its mismatch is below this share of the other's
+_CLEAN_PAIRING = 0.6
+
+
+def _luma8(frame: av.VideoFrame) -> np.ndarray:
+    """Every fourth column of the frame's luma, as int16 in 8-bit code units (the fields are
+    in the rows; the columns only need to sample the picture)."""
+    plane = frame.planes[0]
+    depth = _bit_depth(frame.format.name)
+    dtype = np.uint16 if depth > 8 else np.uint8
+    arr = np.frombuffer(plane, dtype).reshape(plane.height, plane.line_size // dtype().itemsize)[:, : plane.width : 4]
+    return (arr >> (depth - 8)).astype(np.int16) if depth > 8 else arr.astype(np.int16)
+
+
+def _field_mismatch(top: np.ndarray, bottom: np.ndarray) -> float:
+    """Mean difference (8-bit codes) between one frame's bottom-field lines and another's
+    top-field lines interpolated to them: small when the two fields are one instant of one
+    picture."""
+    t, b = top[0::2], bottom[1::2]
+    n = min(len(t) - 1, len(b))
+    return float(np.abs(2 * b[:n] - t[:n] - t[1 : n + 1]).mean()) / 2
+
+
+def _field_pairing(previous: np.ndarray, current: np.ndarray, counts: dict[str, int]) -> None:
+    """How ``previous``'s fields pair: with each other (aligned), across to a neighbour's
+    (shifted), or with nothing (interlaced); still frames are not counted."""
+    own = _field_mismatch(previous, previous)
+    across = min(_field_mismatch(current, previous), _field_mismatch(previous, current))
+    if max(own, across) < _MOTION_CODES:
+        return
+    counts["moving"] += 1
+    counts["aligned"] += own < _CLEAN_PAIRING * across
+    counts["shifted"] += across < _CLEAN_PAIRING * own
+
+
 def _idet_window(frames, time_base: Fraction, counts: dict[str, int]) -> None:
-    """Add idet's verdicts on consecutive ``frames`` to ``counts`` (the first frame has no
-    previous one to compare with, so it is not counted)."""
+    """Add the verdicts on consecutive ``frames`` to ``counts``: FFmpeg's ``idet`` for repeated
+    fields, :func:`_field_pairing` for how the fields pair (the first frame has no previous
+    one to compare with, so it is not counted)."""
     graph = None
     first_pts = None
+    previous = None
     phases = [0] * 5  # repeats by position in the run, modulo 5
     for frame in frames:
         if graph is None:
@@ -524,6 +569,10 @@ def _idet_window(frames, time_base: Fraction, counts: dict[str, int]) -> None:
             idet.link_to(sink)
             graph.configure()
             first_pts = frame.pts
+        luma = _luma8(frame)
+        if previous is not None and previous.shape == luma.shape:
+            _field_pairing(previous, luma, counts)
+        previous = luma
         graph.vpush(frame)
         while True:
             try:
@@ -537,9 +586,6 @@ def _idet_window(frames, time_base: Fraction, counts: dict[str, int]) -> None:
             if md[_IDET_REPEAT] != "neither":
                 counts["repeated"] += 1
                 phases[counts["examined"] % 5] += 1
-            scan = md.get(_IDET_SCAN)
-            counts["progressive"] += scan == "progressive"
-            counts["interlaced"] += scan in ("tff", "bff")
     counts["cadenced"] += sum(sorted(phases)[-2:])
 
 
@@ -561,16 +607,17 @@ def analyse_fields(path: str, video: VideoInfo, windows: int = 4, frames: int = 
 
 
 def _analyse_fields(path: str, video: VideoInfo, windows: int = 4, frames: int = 40) -> FieldStats:
-    """Run FFmpeg's ``idet`` over ``windows`` runs of ``frames`` consecutive frames.
+    """Judge ``windows`` runs of ``frames`` consecutive frames (:class:`FieldStats`).
 
-    ``idet`` compares each field with the same field of the previous frame (a repeat: 3:2
-    pulldown repeats one in 2 of every 5 frames; camera video never does), and measures the
-    combing of each frame against its neighbours (fields of two instants comb where things
-    move). The runs come from the middle of the stream: a film's first seconds are often
-    black, where nothing can be told apart. A stream that cannot be decoded from there (no
-    keyframe to resume at) is read from its start instead.
+    FFmpeg's ``idet`` compares each field with the same field of the previous frame (a repeat:
+    3:2 pulldown repeats one in 2 of every 5 frames; camera video never does). The pairing
+    measure compares each frame's bottom field with the top field of the same frame and of its
+    neighbours, interpolated to the same lines: fields of one instant of one picture match,
+    fields of two instants do not where things move. The runs come from the middle of the
+    stream: a film's first seconds are often black, where nothing can be told apart. A stream
+    that cannot be decoded from there (no keyframe to resume at) is read from its start.
     """
-    counts = {"examined": 0, "repeated": 0, "cadenced": 0, "progressive": 0, "interlaced": 0}
+    counts = dict.fromkeys(("examined", "repeated", "cadenced", "moving", "aligned", "shifted"), 0)
     container = open_input(path)
     try:
         stream = container.streams[video.index]
@@ -598,10 +645,28 @@ def _analyse_fields(path: str, video: VideoInfo, windows: int = 4, frames: int =
     return FieldStats(**counts)
 
 
+#: the ``--deinterlace`` mode for each kind of film in interlaced clothes (:func:`field_advice`)
+FIELD_ADVICE_MODES = {"telecined": "ivtc", "progressive": "off", "shifted": "ivtc"}
+
+
+def field_finding(kind: str, stats: FieldStats) -> str:
+    """What :func:`field_advice` found, in words, with its counts."""
+    if kind == "telecined":
+        return (f"looks telecined: {stats.repeated} of {stats.examined} sampled frames repeat a field, "
+                "the 3:2 pulldown of film")
+    if kind == "progressive":
+        return (f"looks progressive although flagged interlaced: in {stats.aligned} of {stats.moving} sampled "
+                "frames with motion both fields are one instant (film or PsF)")
+    return (f"looks like progressive film a field out of step: in {stats.shifted} of {stats.moving} sampled "
+            "frames with motion the bottom field is one instant with a neighbour's top field")
+
+
 def field_advice(path: str, video: VideoInfo) -> tuple[str, FieldStats] | None:
-    """``("telecined" | "progressive", stats)`` for a stream flagged interlaced whose frames are
-    film: 3:2 pulldown (at 29.97/30 frames/s) or whole progressive frames; else None. Nothing is
-    decoded for a progressive stream."""
+    """``(kind, stats)`` for a stream flagged interlaced whose frames are film, else None:
+    ``"telecined"`` (3:2 pulldown, at 29.97/30 frames/s), ``"progressive"`` (whole frames,
+    PsF) or ``"shifted"`` (whole frames a field out of step; at other rates, where
+    ``--deinterlace ivtc`` matches fields frame for frame). Nothing is decoded for a
+    progressive stream."""
     if not video.interlaced:
         return None
     stats = analyse_fields(path, video)
@@ -609,6 +674,8 @@ def field_advice(path: str, video: VideoInfo) -> tuple[str, FieldStats] | None:
         return "telecined", stats
     if stats.progressive_content:
         return "progressive", stats
+    if stats.shifted_content and video.rate not in TELECINE_RATES:
+        return "shifted", stats
     return None
 
 
