@@ -65,8 +65,8 @@ from .stages import PackedBatch, PadPlanes, ProcessStage, build_chain
 from .torch_threads import IntraOpThreads
 
 __all__ = ["ConvertOptions", "ProgressEvent", "Report", "Plan", "Pipeline", "ProcessStage", "PackedBatch", "LightMeter",
-           "default_output", "convert", "input_video", "deinterlace_settings", "detected_deinterlace", "deinterlaced_rate_factor",
-           "field_advice_line", "input_notices", "DEINTERLACE_MODES"]
+           "default_output", "convert", "input_video", "deinterlace_settings", "detected_deinterlace",
+           "deinterlaced_rate_factor", "field_advice_line", "input_notices", "DEINTERLACE_MODES"]
 
 log = logging.getLogger(__name__)
 
@@ -121,8 +121,9 @@ class ConvertOptions:
     queue_size: int = 2
     light_level: str = "decoded"  # MaxCLL/MaxFALL measured on the decoded output, or the encoder "input"
     #: interlaced input: "auto" deinterlaces what the stream says is interlaced, "on" every
-    #: input, "off" none (bwdif, one output frame per field); "ivtc" undoes 3:2 pulldown
-    #: (telecined film, 29.97i → 23.976p)
+    #: input, "off" none (bwdif, one output frame per field); "ivtc" matches fields into film
+    #: frames (3:2 pulldown: 29.97i → 23.976p; 2:2 at other rates); "detect" picks ivtc, off or
+    #: auto from the stream's fields
     deinterlace: str = "auto"
     #: how to read the input's colour, over its tags and the size-based guesses
     input_matrix: str | None = None  # bt709 | bt601 | bt2020
