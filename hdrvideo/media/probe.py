@@ -15,8 +15,9 @@ import numpy as np
 
 from ..errors import InputError, UnsupportedInputError, UsageError
 
-__all__ = ["VideoInfo", "MediaInfo", "probe", "open_input", "close_decoding", "analyse_fields", "field_advice", "field_finding", "FIELD_ADVICE_MODES", "FieldStats",
-           "TELECINE_RATES", "guess_matrix", "guess_primaries", "apply_colour_overrides", "colour_reading", "INPUT_MATRICES", "INPUT_PRIMARIES", "INPUT_RANGES"]
+__all__ = ["VideoInfo", "MediaInfo", "probe", "open_input", "close_decoding", "analyse_fields", "field_advice",
+           "field_finding", "FIELD_ADVICE_MODES", "FieldStats", "TELECINE_RATES", "guess_matrix", "guess_primaries",
+           "apply_colour_overrides", "colour_reading", "INPUT_MATRICES", "INPUT_PRIMARIES", "INPUT_RANGES"]
 
 # FFmpeg AVColorPrimaries / AVColorTransferCharacteristic / AVColorSpace / AVColorRange
 # (= ITU-T H.273 code points) → our names.
