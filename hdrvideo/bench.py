@@ -542,9 +542,10 @@ def compare_ffmpeg(
         plan = pipe.plan()
         video = plan.video
         x265_options = encoder_options(pipe._encoder_config(plan))
-        # the same job: the zscale chain has no dequantisation, so hdrvideo's deband stage is off
+        # the same job: the zscale chain has no dequantisation and no luma adjustment, so
+        # hdrvideo's deband stage and luma adjustment are off
         cmd_h = [sys.executable, "-m", "hdrvideo.cli", "convert", clip, "-o", out_h, "--preset", preset,
-                 "--x265-preset", x265_preset, "--crf", f"{crf:g}", "--deband", "off",
+                 "--x265-preset", x265_preset, "--crf", f"{crf:g}", "--deband", "off", "--no-luma-adjust",
                  "--force", "--progress", "none", "--json"]
         cmd_f = ffmpeg_bt2408_command(ffmpeg, clip, out_f, video, plan.preset.sdr_white, x265_options,
                                       plan.preset.encode.chroma_siting)

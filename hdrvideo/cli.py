@@ -391,6 +391,7 @@ def convert(
     sdr_white: Annotated[Optional[float], typer.Option("--sdr-white", help="Where SDR reference white lands, cd/m² (default: the preset's, 203). Neural presets: their output is scaled by N/203 in linear light.", callback=checked("sdr_white"))] = None,
     style: Annotated[Optional[StyleName], typer.Option("--style", help="Neural presets' look: real (real HDR10 grading, HDRTV1K style) or broadcast (the ITU chain, SDR white near 203 cd/m²). Default: the preset's.")] = None,  # type: ignore[valid-type]
     deband: Annotated[Optional[DebandMode], typer.Option("--deband", help="Dequantise the source before mapping: auto (8-bit sources), on, off. Default: the preset's (auto).")] = None,  # type: ignore[valid-type]
+    luma_adjust: Annotated[Optional[bool], typer.Option("--luma-adjust/--no-luma-adjust", help="Re-choose Y' at saturated edges so 4:2:0 keeps each pixel's luminance (ITU-T H.Sup15). Default: the preset's (on).")] = None,
     force: Annotated[bool, typer.Option("-f", "--force", help="Overwrite an existing output.")] = False,
     no_audio: Annotated[bool, typer.Option("--no-audio", help="Do not copy audio streams.")] = False,
     no_subtitles: Annotated[bool, typer.Option("--no-subtitles", help="Do not copy subtitle streams.")] = False,
@@ -437,7 +438,7 @@ def convert(
         opts = ConvertOptions(
             preset=preset, weights=str(weights) if weights else None, backend=_value(backend), device=device,
             start=start, duration=duration, encoder=_value(encoder), crf=crf, x265_preset=_value(x265_preset),
-            batch=batch, tile=tile, peak_nits=peak_nits, sdr_white=sdr_white, style=_value(style), deband=_value(deband), force=force, copy_audio=not no_audio, copy_subtitles=not no_subtitles,
+            batch=batch, tile=tile, peak_nits=peak_nits, sdr_white=sdr_white, style=_value(style), deband=_value(deband), luma_adjust=luma_adjust, force=force, copy_audio=not no_audio, copy_subtitles=not no_subtitles,
             light_level=_value(light_level), progress=sink if sink.mode != ProgressMode.none else None,
             deinterlace=_value(deinterlace), input_matrix=_value(input_matrix),
             input_primaries=_value(input_primaries), input_range=_value(input_range),

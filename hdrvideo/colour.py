@@ -357,6 +357,8 @@ def _lut(kind: str, param: float, device: str) -> TransferLut:
         return TransferLut(lambda v: bt1886_eotf(v, l_w=param), 0.0, 1.0, size=1 << 16, device=device)
     if kind == "pq-inverse":
         return TransferLut(pq_encode, 2.0**-30, PQ_MAX_NITS, mode="float-bits", mantissa_bits=12, device=device)
+    if kind == "pq-decode":
+        return TransferLut(pq_decode, 0.0, 1.0, size=1 << 16, interpolate=True, device=device)
     if kind == "pq-upper":
         # each interval [k, k+1)/2^16 returns the EOTF at its upper end: an upper bound, one gather
         return TransferLut(lambda e: pq_decode((e + 0.5 / 65536).clamp(max=1.0)), 0.0, 1.0, size=1 << 16, device=device)
@@ -379,6 +381,12 @@ def pq_inverse_eotf_lut(device: str | torch.device = "cpu") -> TransferLut:
     10,000 cd/m²: error < 2e-5 in E', i.e. < 0.02 of a 10-bit code.
     """
     return _lut("pq-inverse", 0.0, str(torch.device(device)))
+
+
+def pq_eotf_lut(device: str | torch.device = "cpu") -> TransferLut:
+    """:func:`pq_decode` (ST 2084 EOTF, E' → cd/m²) as 65,536 intervals with linear
+    interpolation: the chords of the convex curve lie above it by < 0.01 % near 1,000 cd/m²."""
+    return _lut("pq-decode", 0.0, str(torch.device(device)))
 
 
 def pq_eotf_upper_lut(device: str | torch.device = "cpu") -> TransferLut:
@@ -1199,3 +1207,94 @@ def limit_peak_after_420(rgb_pq: Tensor, peak_nits: float, siting: str = "left")
     if not bool((excess > 0).any()):
         return rgb_pq
     return rgb_pq - excess
+
+
+# ---- Luma adjustment for 4:2:0 PQ (ITU-T H.Sup15 §6.3.2; Ström et al. 2016) ----
+
+__all__ += ["luma_adjust", "pq_eotf_lut", "LUMA_ADJUST_TOLERANCE"]
+
+
+def luma_adjust(
+    y: Tensor,
+    cb: Tensor,
+    cr: Tensor,
+    rgb_pq: Tensor,
+    matrix: str = "bt2020",
+    bit_depth: int = 10,
+    full_range: bool = False,
+    siting: str = "left",
+) -> Tensor:
+    """Y' codes of 4:2:0 planes re-chosen so each pixel's decoded luminance is its own.
+
+    Non-constant-luminance Y'CbCr carries luminance partly in Cb, Cr; 4:2:0 gives a pixel its
+    neighbours' chroma, and with PQ a saturated edge then gains or loses a large part of its
+    light (bright or dark fringes). Luma adjustment (ITU-T H.Sup15 §6.3.2; J. Ström et al.,
+    "Luma Adjustment for High Dynamic Range Video", DCC 2016) picks, for each pixel, the Y'
+    code whose R'G'B' rebuilt with the decoder's chroma (:func:`chroma_upsample` of ``cb``,
+    ``cr``, as the light meter rebuilds it) has the linear luminance (the matrix's weights)
+    of the 4:4:4 pixel ``rgb_pq``.
+
+    Pixels whose rebuilt luminance is already within :data:`LUMA_ADJUST_TOLERANCE` of the
+    target (ST 2084 EOTF from :func:`pq_eotf_upper_lut`) keep ``y``: flat areas keep the plain
+    rounding. The others are re-solved by a bisection over the integer codes (luminance
+    increases with Y'), with the EOTF from :func:`pq_eotf_lut`. Returns the new ``y`` (same
+    dtype; ``y`` is not modified).
+    """
+    ys, yo, _, _ = _quant_params(bit_depth, full_range)
+    n, height, width = y.shape
+    lo_code, hi_code = (0, 2**bit_depth - 1) if full_range else (int(round(yo)), int(round(yo + ys)))
+    w = _LUMA_WEIGHTS[matrix]
+
+    def light(rgb: Tensor, eotf: TransferLut) -> Tensor:  # R'G'B' in [0,1] (channels at -3 or -1) → cd/m²
+        dim = -3 if rgb.dim() == 4 else -1
+        r, g, b = (eotf(c) for c in rgb.unbind(dim))
+        return r.mul_(w[0]).add_(g, alpha=w[1]).add_(b, alpha=w[2])
+
+    # which pixels miss: one gather per channel (the upper-end table, < 0.02 % high at 100 cd/m²)
+    coarse = pq_eotf_upper_lut(y.device)
+    terms = _chroma_terms(cb, cr, matrix, bit_depth, full_range, siting, height, width, torch.float32)
+    target = light(rgb_pq.to(torch.float32).clamp(0.0, 1.0), coarse)
+    rebuilt = terms.add(((y.to(torch.float32) - yo) / ys).unsqueeze(1)).clamp_(0.0, 1.0)
+    miss = light(rebuilt, coarse).sub_(target).abs_().div_(target.clamp(min=LUMA_ADJUST_FLOOR_NITS))
+    idx = torch.nonzero(miss.view(-1) > LUMA_ADJUST_TOLERANCE).view(-1)
+    out = y.clone()
+    if idx.numel() == 0:
+        return out
+    # those pixels, solved with the interpolated table
+    eotf = pq_eotf_lut(y.device)
+    t = terms.permute(0, 2, 3, 1).reshape(-1, 3)[idx]
+    goal = light(rgb_pq.permute(0, 2, 3, 1).reshape(-1, 3)[idx].to(torch.float32).clamp(0.0, 1.0), eotf)
+
+    def light_at(code: Tensor) -> Tensor:
+        return light((t + ((code.to(torch.float32) - yo) / ys).unsqueeze(1)).clamp_(0.0, 1.0), eotf)
+
+    # bisection for the largest code whose luminance is ≤ the goal, in a bracket of ±2^(n-5)
+    # codes around the plain rounding (adjustments measured up to 31 codes at 10 bits),
+    # widened to the whole code range where the goal lies outside it
+    y0 = y.view(-1)[idx].to(torch.int32)
+    reach = 2 ** (bit_depth - 5)
+    lo = (y0 - reach).clamp_(lo_code, hi_code)
+    hi = (y0 + reach).clamp_(lo_code, hi_code)
+    lo = torch.where(light_at(lo) > goal, torch.full_like(lo, lo_code), lo)
+    hi = torch.where(light_at(hi) < goal, torch.full_like(hi, hi_code), hi)
+    while bool((hi - lo > 1).any()):
+        mid = (lo + hi) // 2
+        below = light_at(mid) <= goal
+        lo = torch.where(below, mid, lo)
+        hi = torch.where(below, hi, mid)
+    pick = torch.where((light_at(hi) - goal).abs() < (goal - light_at(lo)).abs(), hi, lo)
+    out.view(-1)[idx] = pick.to(out.dtype)
+    return out
+
+
+#: a pixel's Y' is re-solved when its rebuilt luminance is more than this far (relative) off:
+#: about one 10-bit PQ code at mid-tones, so plain rounding is not chased
+LUMA_ADJUST_TOLERANCE = 0.01
+#: the relative error is taken against at least this luminance (cd/m²), so that near black,
+#: where one code is many per cent, rounding is not chased
+LUMA_ADJUST_FLOOR_NITS = 0.5
+
+
+#: luminance weights of the R'G'B' primaries each Y'CbCr matrix belongs to (BT.2020-2 Table 4 and
+#: BT.709-6 item 3.2; the luma weights are the primaries' luminance coefficients)
+_LUMA_WEIGHTS = {m: (KR_KB[m][0], 1.0 - KR_KB[m][0] - KR_KB[m][1], KR_KB[m][1]) for m in ("bt2020", "bt709")}

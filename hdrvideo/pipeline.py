@@ -115,6 +115,8 @@ class ConvertOptions:
     style: str | None = None
     #: dequantise the source before the processor: "auto" (8-bit sources), "on" or "off"
     deband: str | None = None
+    #: luma adjustment of the 4:2:0 packing (H.Sup15): None = the preset's (on)
+    luma_adjust: bool | None = None
     force: bool = False
     copy_audio: bool = True
     copy_subtitles: bool = True
@@ -952,7 +954,7 @@ class Pipeline:
                             source_matrix=plan.video.matrix, chroma_siting=plan.preset.encode.chroma_siting)
         pad = PadPlanes(*plan.out_size, *plan.pad_offset) if plan.pad_offset is not None else None
         stage = ProcessStage(chain, decoder.layout, plan.video, processor.device, plan.preset.encode.chroma_siting,
-                             measure=opt.light_level == "input", pad=pad)
+                             measure=opt.light_level == "input", pad=pad, luma_adjust=plan.preset.encode.luma_adjust)
         return decoder, stage
 
     def _encoder_config(self, plan: Plan) -> EncoderConfig:

@@ -127,6 +127,8 @@ class EncodeSettings:
     crf: float = field(default=18.0, metadata=rule(lo=0, hi=51))  # x265 CRF / NVENC CQ: 0–51
     x265_preset: str = field(default="medium", metadata=rule(choices=X265_PRESETS))
     chroma_siting: str = field(default="left", metadata=rule(choices=_sitings))
+    #: re-choose Y' at saturated edges so 4:2:0 keeps each pixel's luminance (hdrvideo.colour.luma_adjust)
+    luma_adjust: bool = True
     # delivery (README "Delivery"): rates are bit/s or "8M"/"800k"; keyint is frames or "2s"
     x265_params: str = ""
     keyint: int | str = 0  # 0 = the encoder's scene-cut-driven GOPs

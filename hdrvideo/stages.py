@@ -386,6 +386,7 @@ class ProcessStage:
         siting: str = "left",
         measure: bool = True,
         pad: PadPlanes | None = None,
+        luma_adjust: bool = False,
     ) -> None:
         self.chain = list(chain)
         self.pad = pad
@@ -393,6 +394,7 @@ class ProcessStage:
         self.info = info
         self.siting = siting
         self.measure = measure
+        self.luma_adjust = luma_adjust
         self.device = torch.device(device)
         self._started = False
 
@@ -418,7 +420,12 @@ class ProcessStage:
         return rgb
 
     def pack(self, hdr: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-        return colour.rgb_to_planes(hdr, "bt2020", 10, False, self.siting, dtype=torch.int16)
+        """BT.2020 10-bit 4:2:0 planes of PQ R'G'B'; with ``luma_adjust``, Y' re-chosen where 4:2:0
+        would move a pixel's luminance (:func:`hdrvideo.colour.luma_adjust`)."""
+        y, cb, cr = colour.rgb_to_planes(hdr, "bt2020", 10, False, self.siting, dtype=torch.int16)
+        if self.luma_adjust:
+            y = colour.luma_adjust(y, cb, cr, hdr, "bt2020", 10, False, self.siting)
+        return y, cb, cr
 
     def run_chain(self, frames: Frames) -> Frames:
         for stage in self.chain:

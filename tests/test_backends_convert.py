@@ -31,7 +31,10 @@ def test_convert_torch_vs_onnxruntime_within_one_code(preset, arch, tmp_path, mo
         out = tmp_path / f"out-{backend}.mp4"
         res = runner.invoke(app, ["convert", str(clip), "-o", str(out), "--preset", preset, "--weights", str(weights),
                                   "--backend", backend, "--device", "cpu", "--x265-preset", "ultrafast",
-                                  "--progress", "none"])
+                                  "--progress", "none", "--no-luma-adjust"])
+        # (luma adjustment re-solves Y' against each pixel's rebuilt chroma, so a 1-code chroma
+        # difference between backends can move an edge pixel's Y' by a few codes: the backends
+        # are compared on the plain packing)
         assert res.exit_code == 0, res.output
         outs[backend] = decode_planes(out)
     a, b = outs["torch"], outs["onnxruntime"]

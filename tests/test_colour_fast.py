@@ -231,3 +231,62 @@ def test_strips_give_the_whole_frame_result(shape):
     got = C.per_pixel_in_strips(fn, x, pixels=16)
     assert got.shape == x.shape and torch.equal(got, fn(x))
     assert torch.equal(C.bt2408_sdr_to_pq_lut(x), C.per_pixel_in_strips(C.bt2408_sdr_to_pq_lut, x, pixels=1 << 30))
+
+
+def t64(values) -> torch.Tensor:
+    return torch.tensor(values, dtype=torch.float64)
+
+
+def _rebuilt_luminance(y, cb, cr) -> torch.Tensor:
+    rec = C.planes_to_rgb(y, cb, cr, "bt2020", 10, False, "left", dtype=torch.float64).clamp(0, 1)
+    return (C.pq_decode(rec) * t64(C._LUMA_WEIGHTS["bt2020"]).view(1, 3, 1, 1)).sum(1)
+
+
+def test_luma_adjustment_gives_each_pixel_its_luminance_back_after_420():
+    # saturated blue and yellow bars with edges inside the chroma pairs: plain 4:2:0 moves the
+    # edge pixels' luminance by tens of per cent (H.Sup15 §6.3.2); luma adjustment puts it back
+    nits = torch.zeros(1, 3, 8, 18, dtype=torch.float64)
+    bars = (torch.arange(18) // 3) % 2 == 1
+    nits[...] = t64([2.0, 2.0, 180.0]).view(1, 3, 1, 1)
+    nits[..., bars] = t64([190.0, 180.0, 3.0]).view(1, 3, 1, 1)
+    pq = C.pq_encode(nits).float()
+    target = (nits * t64(C._LUMA_WEIGHTS["bt2020"]).view(1, 3, 1, 1)).sum(1)
+    y, cb, cr = C.rgb_to_planes(pq, "bt2020", 10, False, "left", dtype=torch.int16)
+    before = ((_rebuilt_luminance(y, cb, cr) - target).abs() / target).max()
+    adjusted = C.luma_adjust(y, cb, cr, pq)
+    after = ((_rebuilt_luminance(adjusted, cb, cr) - target).abs() / target).max()
+    assert before > 0.2 and after < 0.02, (float(before), float(after))  # within 10-bit rounding
+    assert adjusted.dtype == y.dtype and not torch.equal(adjusted, y)
+    # exhaustive check of the bisection on one pixel: no other code lands nearer the target
+    i = int(((_rebuilt_luminance(y, cb, cr) - target).abs() / target).view(-1).argmax())
+    row, col = divmod(i, 18)
+    errs = []
+    for code in range(64, 941):
+        trial = adjusted.clone()
+        trial[0, row, col] = code
+        errs.append(abs(float(_rebuilt_luminance(trial, cb, cr)[0, row, col] - target[0, row, col])))
+    assert int(adjusted[0, row, col]) - 64 in [int(np.argmin(errs)) + k for k in (-1, 0, 1)]
+    # flat colour: nothing to re-solve, the plain rounding stays (FFmpeg-equal codes)
+    flat = C.pq_encode(torch.full((1, 3, 8, 16), 100.0, dtype=torch.float64)).float()
+    fy, fcb, fcr = C.rgb_to_planes(flat, "bt2020", 10, False, "left", dtype=torch.int16)
+    assert torch.equal(C.luma_adjust(fy, fcb, fcr, flat), fy)
+
+
+def test_process_stage_packs_with_luma_adjustment_by_preset():
+    from hdrvideo.presets import load_preset
+
+    assert not load_preset("bt2408").encode.luma_adjust  # the reference, FFmpeg-equal packing
+    assert load_preset("sr4-itm").encode.luma_adjust and load_preset("hdr-expand").encode.luma_adjust
+    h, w = 16, 24
+    y = torch.full((1, h, w), 120, dtype=torch.uint8)
+    cb = torch.full((1, h // 2, w // 2), 128, dtype=torch.uint8)
+    cr = torch.full((1, h // 2, w // 2), 128, dtype=torch.uint8)
+    y[..., 5::6] = 60  # saturated red columns on grey: edges inside the chroma pairs
+    cr[..., 2::3] = 240
+    info = SimpleNamespace(matrix="bt709", full_range=False, chroma_siting="left", primaries="bt709")
+    lay = PlaneLayout("yuv", "yuv420p", 8, (2, 2), w, h)
+    chain = build_chain(BT2408Processor(), (w, h), 1000.0)
+    plain = ProcessStage(chain, lay, info, torch.device("cpu"), measure=False)([y, cb, cr], [0])
+    adjusted = ProcessStage(chain, lay, info, torch.device("cpu"), measure=False, luma_adjust=True)([y, cb, cr], [0])
+    assert np.array_equal(plain.cb, adjusted.cb) and np.array_equal(plain.cr, adjusted.cr)  # chroma untouched
+    assert not np.array_equal(plain.y, adjusted.y)

@@ -397,3 +397,25 @@ def test_neural_preset_without_weights_fails_cleanly(tmp_path, sample_clip, monk
     with pytest.raises(WeightsMissingError, match="--weights"):
         hdrvideo.convert(sample_clip, tmp_path / "x.mp4", preset="itm-agcm")
     assert not (tmp_path / "x.mp4").exists()
+
+
+def test_luma_adjust_option_reaches_the_packing(tmp_path):
+    # saturated red columns on grey (lossless FFV1 source): with luma adjustment only Y' moves,
+    # at the red edges; bt2408 packs plainly unless asked, hdr-expand adjusts unless told not to
+    h, w = 32, 72
+    y = np.full((h, w), 120, np.uint8)
+    y[:, 5::6] = 60
+    cb = np.full((h // 2, w // 2), 128, np.uint8)
+    cr = np.full((h // 2, w // 2), 128, np.uint8)
+    cr[:, 2::3] = 240
+    src = write_planes_clip(tmp_path / "edges.mkv", [(y, cb, cr)] * 2)
+    lossless = {"x265_preset": "ultrafast", "crf": 0.0}
+    plain = decode_planes(hdrvideo.convert(src, tmp_path / "plain.mkv", preset="bt2408", **lossless).output)
+    adjusted = decode_planes(hdrvideo.convert(src, tmp_path / "adj.mkv", preset="bt2408", luma_adjust=True,
+                                              **lossless).output)
+    assert np.array_equal(plain[0][1], adjusted[0][1]) and np.array_equal(plain[0][2], adjusted[0][2])
+    assert int(np.abs(plain[0][0].astype(int) - adjusted[0][0].astype(int)).max()) >= 3
+    expand = decode_planes(hdrvideo.convert(src, tmp_path / "x.mkv", preset="hdr-expand", **lossless).output)
+    expand_plain = decode_planes(hdrvideo.convert(src, tmp_path / "xp.mkv", preset="hdr-expand", luma_adjust=False,
+                                                  **lossless).output)
+    assert not np.array_equal(expand[0][0], expand_plain[0][0])
