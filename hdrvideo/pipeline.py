@@ -120,6 +120,9 @@ class ConvertOptions:
     force: bool = False
     copy_audio: bool = True
     copy_subtitles: bool = True
+    #: CEA-608/708 captions inside the video: None = as ``copy_subtitles`` (chunk parts, which
+    #: leave subtitle streams to the join, still carry them)
+    copy_captions: bool | None = None
     queue_size: int = 2
     light_level: str = "decoded"  # MaxCLL/MaxFALL measured on the decoded output, or the encoder "input"
     #: interlaced input: "auto" deinterlaces what the stream says is interlaced, "on" every
@@ -948,7 +951,8 @@ class Pipeline:
         decoder = Decoder(self.src, plan.video, plan.start, plan.duration, batch=plan.preset.batch,
                           pin_memory=torch.device(plan.device).type == "cuda", buffers=opt.queue_size + 2,
                           deinterlace=plan.deinterlace, crop=(c.width, c.height, c.x, c.y) if c else None,
-                          frame_range=opt.frame_range, keep_captions=opt.copy_subtitles)
+                          frame_range=opt.frame_range,
+                          keep_captions=opt.copy_subtitles if opt.copy_captions is None else opt.copy_captions)
         chain = build_chain(processor, plan.picture_size or plan.out_size, plan.mastering.max_luminance,
                             sdr_white=plan.preset.sdr_white, deband_step=plan.deband_step,
                             source_matrix=plan.video.matrix, chroma_siting=plan.preset.encode.chroma_siting)

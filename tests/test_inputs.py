@@ -714,6 +714,13 @@ def test_closed_captions_are_carried_into_the_hevc_output(tmp_path):
     two = hdrvideo.convert(captioned, tmp_path / "2p.mp4", bitrate="300k", two_pass=True, **FAST)
     assert frame_captions(two.output) == sent
     assert frame_captions(hdrvideo.convert(captioned, tmp_path / "no.mp4", copy_subtitles=False, **FAST).output) == [None] * 10
+    # chunks: every part carries its own frames' captions (the parts leave subtitle streams to the join)
+    from hdrvideo.farm.chunks import convert_chunked
+
+    long = with_a53_captions(write_h264_clip(tmp_path / "long.mp4", 20, gop=10), tmp_path / "long.cc.mp4",
+                             caption_triplets(20))
+    chunked = convert_chunked(long, tmp_path / "chunked.mp4", chunks=2, workers=1, **FAST)
+    assert len(chunked.chunks) == 2 and frame_captions(tmp_path / "chunked.mp4") == caption_triplets(20)
     assert not [w for w in hdrvideo.convert(plain, tmp_path / "p.hdr10.mp4", **FAST).warnings if "caption" in w]
     if has_tool("ffmpeg"):  # FFmpeg's own 608 decoder reads the caption back as text
         srt = subprocess.run(["ffmpeg", "-v", "error", "-f", "lavfi", "-i", f"movie={out}[out0+subcc]", "-map", "0:s",

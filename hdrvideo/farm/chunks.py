@@ -337,6 +337,9 @@ def convert_chunk(item: dict[str, Any], progress: Callable[[Any], None]) -> dict
 
         opts = dataclasses.replace(
             item["options"], copy_audio=False, copy_subtitles=False, force=True, start=None, duration=None,
+            # captions ride in the video bitstream: each part carries its frames' own
+            copy_captions=(item["options"].copy_subtitles if item["options"].copy_captions is None
+                           else item["options"].copy_captions),
             progress=forward, fragmented=False, frame_range=item.get("frame_range"),
         )
         with _warnings_to(progress):
