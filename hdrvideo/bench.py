@@ -268,7 +268,8 @@ def run_bench(
         # the chain after the processor (fit into the output size, peak roll-off) counts as colour/pack
         post = [s for s in build_chain(processor, (out_w, out_h), p.mastering.max_luminance)
                 if not isinstance(s, (ProcessorStage, SceneCuts, Deband))]
-        stage = ProcessStage(post, dec.layout, video, dev, p.encode.chroma_siting, measure=False)
+        stage = ProcessStage(post, dec.layout, video, dev, p.encode.chroma_siting, measure=False,
+                             luma_adjust=p.encode.luma_adjust)  # packed as convert packs
 
         def pack(hdr):
             return stage.pack(stage.run_chain(Frames(hdr, [], HDR)).rgb)
