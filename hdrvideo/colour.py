@@ -1253,10 +1253,15 @@ def luma_adjust(
     # which pixels miss: one gather per channel (the upper-end table, < 0.02 % high at 100 cd/m²)
     coarse = pq_eotf_upper_lut(y.device)
     terms = _chroma_terms(cb, cr, matrix, bit_depth, full_range, siting, height, width, torch.float32)
-    target = light(rgb_pq.to(torch.float32).clamp(0.0, 1.0), coarse)
-    rebuilt = terms.add(((y.to(torch.float32) - yo) / ys).unsqueeze(1)).clamp_(0.0, 1.0)
-    miss = light(rebuilt, coarse).sub_(target).abs_().div_(target.clamp(min=LUMA_ADJUST_FLOOR_NITS))
-    idx = torch.nonzero(miss.view(-1) > LUMA_ADJUST_TOLERANCE).view(-1)
+    miss = torch.empty((n, height, width), dtype=torch.bool, device=y.device)
+    rows = max(1, STRIP_PIXELS // max(width, 1)) if y.device.type == "cpu" else height
+    for r0 in range(0, height, rows):  # on a CPU in strips of rows that stay in cache
+        r1 = min(height, r0 + rows)
+        target = light(rgb_pq[..., r0:r1, :].to(torch.float32).clamp(0.0, 1.0), coarse)
+        rebuilt = terms[..., r0:r1, :].add(((y[:, r0:r1].to(torch.float32) - yo) / ys).unsqueeze(1)).clamp_(0.0, 1.0)
+        off = light(rebuilt, coarse).sub_(target).abs_().div_(target.clamp_(min=LUMA_ADJUST_FLOOR_NITS))
+        torch.gt(off, LUMA_ADJUST_TOLERANCE, out=miss[:, r0:r1])
+    idx = torch.nonzero(miss.view(-1)).view(-1)
     out = y.clone()
     if idx.numel() == 0:
         return out
