@@ -1231,8 +1231,8 @@ def luma_adjust(
     light (bright or dark fringes). Luma adjustment (ITU-T H.Sup15 §6.3.2; J. Ström et al.,
     "Luma Adjustment for High Dynamic Range Video", DCC 2016) picks, for each pixel, the Y'
     code whose R'G'B' rebuilt with the decoder's chroma (:func:`chroma_upsample` of ``cb``,
-    ``cr``, as the light meter rebuilds it) has the linear luminance (the matrix's weights)
-    of the 4:4:4 pixel ``rgb_pq``.
+    ``cr``, as the light meter rebuilds it) has the linear luminance (:func:`luminance` of the
+    primaries named like ``matrix``) of the 4:4:4 pixel ``rgb_pq``.
 
     Pixels whose rebuilt luminance is already within :data:`LUMA_ADJUST_TOLERANCE` of the
     target (ST 2084 EOTF from :func:`pq_eotf_upper_lut`) keep ``y``: flat areas keep the plain
@@ -1243,7 +1243,7 @@ def luma_adjust(
     ys, yo, _, _ = _quant_params(bit_depth, full_range)
     n, height, width = y.shape
     lo_code, hi_code = (0, 2**bit_depth - 1) if full_range else (int(round(yo)), int(round(yo + ys)))
-    w = _LUMA_WEIGHTS[matrix]
+    w = _rgb_to_xyz_f64(matrix)[1]  # luminance row of the matrix's primaries (RP 177), as luminance()
 
     def light(rgb: Tensor, eotf: TransferLut) -> Tensor:  # R'G'B' in [0,1] (channels at -3 or -1) → cd/m²
         dim = -3 if rgb.dim() == 4 else -1
@@ -1298,8 +1298,3 @@ LUMA_ADJUST_TOLERANCE = 0.01
 #: the relative error is taken against at least this luminance (cd/m²), so that near black,
 #: where one code is many per cent, rounding is not chased
 LUMA_ADJUST_FLOOR_NITS = 0.5
-
-
-#: luminance weights of the R'G'B' primaries each Y'CbCr matrix belongs to (BT.2020-2 Table 4 and
-#: BT.709-6 item 3.2; the luma weights are the primaries' luminance coefficients)
-_LUMA_WEIGHTS = {m: (KR_KB[m][0], 1.0 - KR_KB[m][0] - KR_KB[m][1], KR_KB[m][1]) for m in ("bt2020", "bt709")}

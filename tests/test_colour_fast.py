@@ -239,7 +239,7 @@ def t64(values) -> torch.Tensor:
 
 def _rebuilt_luminance(y, cb, cr) -> torch.Tensor:
     rec = C.planes_to_rgb(y, cb, cr, "bt2020", 10, False, "left", dtype=torch.float64).clamp(0, 1)
-    return (C.pq_decode(rec) * t64(C._LUMA_WEIGHTS["bt2020"]).view(1, 3, 1, 1)).sum(1)
+    return (C.pq_decode(rec) * C.rgb_to_xyz_matrix("bt2020")[1].view(1, 3, 1, 1)).sum(1)
 
 
 def test_luma_adjustment_gives_each_pixel_its_luminance_back_after_420():
@@ -250,7 +250,7 @@ def test_luma_adjustment_gives_each_pixel_its_luminance_back_after_420():
     nits[...] = t64([2.0, 2.0, 180.0]).view(1, 3, 1, 1)
     nits[..., bars] = t64([190.0, 180.0, 3.0]).view(1, 3, 1, 1)
     pq = C.pq_encode(nits).float()
-    target = (nits * t64(C._LUMA_WEIGHTS["bt2020"]).view(1, 3, 1, 1)).sum(1)
+    target = (nits * C.rgb_to_xyz_matrix("bt2020")[1].view(1, 3, 1, 1)).sum(1)
     y, cb, cr = C.rgb_to_planes(pq, "bt2020", 10, False, "left", dtype=torch.int16)
     before = ((_rebuilt_luminance(y, cb, cr) - target).abs() / target).max()
     adjusted = C.luma_adjust(y, cb, cr, pq)
