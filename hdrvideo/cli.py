@@ -537,7 +537,16 @@ def probe_lines(info) -> list[tuple[str, str]]:
             what = f"{s.type} {s.codec}" + (" (cover art)" if s.cover_art else "")
             what += (f" {s.detail}" if s.detail else "") + (f" ({s.language})" if s.language else "")
             rows.append((f"Stream #{s.index}", what))
+    if info.chapters:
+        first = ", ".join(f"{_clock(c.start)} {c.title or '(untitled)'}" for c in info.chapters[:3])
+        more = f", … ({len(info.chapters)} in all)" if len(info.chapters) > 3 else ""
+        rows.append(("Chapters", first + more))
     return rows
+
+
+def _clock(seconds: float) -> str:
+    s = max(seconds, 0.0)
+    return f"{int(s // 3600)}:{int(s // 60 % 60):02d}:{s % 60:06.3f}"
 
 
 def _scan_words(v) -> str:

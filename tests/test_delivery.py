@@ -19,7 +19,7 @@ import hdrvideo
 from hdrvideo.errors import UsageError
 from hdrvideo.media.hdr10_boxes import read_mp4_hdr10
 
-from conftest import decode_planes, has_tool, write_planes_clip
+from conftest import decode_planes, has_tool, write_h264_clip, write_planes_clip
 
 FAST = {"x265_preset": "ultrafast"}
 needs_ffprobe = pytest.mark.skipif(not has_tool("ffprobe"), reason="ffprobe not installed")
@@ -624,3 +624,86 @@ def test_preset_encode_keys_and_batch_manifest(tmp_path):
     assert b"moof" in data
     with av.open(str(tmp_path / "b.mp4")) as c:
         assert not c.streams.audio and [i for i, f in enumerate(c.decode(video=0)) if f.key_frame] == [0, 10, 20]
+
+
+# ---------------------------------------------------------------- chapters and tags
+
+
+CHAPTERS = [(0, 1000, "Opening"), (1000, 1600, "Middle"), (1600, 2000, "End")]  # ms
+
+
+def with_chapters(src: Path, path: Path, chapters=CHAPTERS, tags: dict[str, str] | None = None) -> Path:
+    """``src``'s packets remuxed into ``path`` with ``chapters`` (start ms, end ms, title) and
+    container ``tags``; FFmpeg's mov muxer stores MP4 chapters as a QuickTime text track."""
+    with av.open(str(src)) as c, av.open(str(path), "w") as out:
+        streams = {s.index: out.add_stream_from_template(s) for s in c.streams}
+        out.set_chapters([{"id": i + 1, "start": a, "end": b, "time_base": Fraction(1, 1000),
+                           "metadata": {"title": t}} for i, (a, b, t) in enumerate(chapters)])
+        for key, value in (tags or {}).items():
+            out.metadata[key] = value
+        for p in c.demux():
+            if p.dts is None:
+                continue
+            p.stream = streams[p.stream.index]
+            out.mux(p)
+    return path
+
+
+def chapter_list(path: Path) -> list[tuple[float, float, str]]:
+    with av.open(str(path)) as c:
+        return [(round(float(ch["start"] * ch["time_base"]), 3), round(float(ch["end"] * ch["time_base"]), 3),
+                 ch["metadata"].get("title")) for ch in c.chapters()]
+
+
+@pytest.mark.parametrize("src_ext,out_ext", [(".mp4", ".mp4"), (".mkv", ".mkv"), (".mp4", ".mov")])
+def test_chapters_and_tags_are_carried(tmp_path, src_ext, out_ext):
+    clip = write_h264_clip(tmp_path / "clip.mp4", 50, size=(64, 48), audio_seconds=2.0)
+    src = with_chapters(clip, tmp_path / f"src{src_ext}", tags={"title": "A Film", "artist": "Someone",
+                                                                 "comment": "reel 1"})
+    assert chapter_list(src) == [(0.0, 1.0, "Opening"), (1.0, 1.6, "Middle"), (1.6, 2.0, "End")]
+    out = tmp_path / f"out{out_ext}"
+    report = hdrvideo.convert(src, out, **FAST)
+    with av.open(str(src)) as c:  # Matroska's muxer delays the video by the AAC priming, not the chapters
+        v0 = float(c.streams.video[0].start_time * c.streams.video[0].time_base)
+    assert chapter_list(out) == [(max(round(a - v0, 3), 0.0), round(b - v0, 3), t) for a, b, t in chapter_list(src)]
+    assert "3 chapters" in report.streams_copied
+    assert not [w for w in report.warnings if "stream" in w]  # MP4 chapter text track: not "skipped"
+    with av.open(str(out)) as c:
+        tags = {k.lower(): v for k, v in c.metadata.items()}
+        assert (tags["title"], tags["artist"], tags["comment"]) == ("A Film", "Someone", "reel 1")
+        assert len(c.streams.audio) == 1
+    from hdrvideo.media.probe import probe
+
+    info = probe(out)
+    assert [(round(ch.start, 3), ch.title) for ch in info.chapters] == [(a, t) for a, _b, t in chapter_list(out)]
+    assert [s.detail for s in info.streams if s.type == "data"] == (["chapter titles"] if out_ext != ".mkv" else [])
+
+
+def test_chapters_follow_a_start_cut_and_chunks(tmp_path):
+    clip = write_h264_clip(tmp_path / "clip.mp4", 50, size=(64, 48))
+    src = with_chapters(clip, tmp_path / "src.mkv")
+    cut = tmp_path / "cut.mkv"
+    hdrvideo.convert(src, cut, start=1.2, **FAST)
+    assert chapter_list(cut) == [(0.0, 0.4, "Middle"), (0.4, 0.8, "End")]  # Opening ended before the cut
+    from hdrvideo.farm.chunks import convert_chunked
+
+    joined = tmp_path / "joined.mp4"
+    report = convert_chunked(src, joined, chunks=2, workers=1, **FAST)
+    assert chapter_list(joined) == chapter_list(src)
+    assert "3 chapters" in report.streams_copied
+
+
+def test_window_chapters_cut_shift_and_renumber():
+    from hdrvideo.media.mux import StreamWindow, window_chapters
+
+    tb = Fraction(1, 1000)
+    chapters = [{"id": 7, "start": a, "end": b, "time_base": tb, "metadata": {"title": t}} for a, b, t in CHAPTERS]
+    same = window_chapters(chapters, StreamWindow(offset=Fraction(0)))
+    assert [(c["id"], c["start"], c["end"], c["metadata"]["title"]) for c in same] == \
+        [(1, 0, 1000, "Opening"), (2, 1000, 1600, "Middle"), (3, 1600, 2000, "End")]
+    # a window of source 0.5–1.3 s that starts the output at 0.5 s: Opening cut, Middle cut, End gone
+    part = window_chapters(chapters, StreamWindow(offset=Fraction(1, 2), start=Fraction(1, 2), end=Fraction(13, 10)))
+    assert [(c["start"], c["end"], c["metadata"]["title"]) for c in part] == [(0, 500, "Opening"), (500, 800, "Middle")]
+    # a source whose timeline starts at 10 s (a transport stream): chapters move with it
+    late = window_chapters([{**chapters[0], "start": 10_000, "end": 11_000}], StreamWindow(offset=Fraction(10)))
+    assert (late[0]["start"], late[0]["end"]) == (0, 1000)

@@ -9,8 +9,9 @@ converted frame: as the output video stream's ``timecode`` metadata, from which 
 mov/mp4 muxer writes a ``tmcd`` track and its Matroska muxer a ``TIMECODE`` tag. (A ``tmcd``
 track stream-copied through PyAV's ``add_stream_from_template`` does not mux with FFmpeg 8.1,
 "Invalid argument"; nor could a copied sample be shifted for ``--start``. Matroska has no
-timecode track.) Attachments are copied into Matroska. Everything else is left out with one
-warning line per stream.
+timecode track.) Attachments are copied into Matroska. Chapters (with their titles) and the
+container's descriptive tags are carried, chapters cut and shifted to the converted span.
+Everything else is left out with one warning line per stream.
 """
 
 from __future__ import annotations
@@ -28,12 +29,12 @@ import av
 from ..errors import EncoderError, UsageError
 from .audio import AacTranscoder
 from .hdr10_boxes import MasteringMetadata, add_mp4_hdr10_boxes
-from .probe import StreamInfo, open_input
+from .probe import StreamInfo, is_chapter_track, open_input
 from .subtitles import TextSubtitleTranscoder, text_subtitle_target
 from .timecode import shift_timecode
 
 __all__ = ["OUTPUT_FORMATS", "output_format", "mux_final", "StreamWindow", "MuxOptions", "parse_selection",
-           "select_streams", "STANDARD_AUDIO", "FRAGMENTED_MOVFLAGS"]
+           "select_streams", "window_chapters", "STANDARD_AUDIO", "FRAGMENTED_MOVFLAGS"]
 
 log = logging.getLogger(__name__)
 
@@ -260,6 +261,8 @@ def _carry_extras(src, out, fmt: str, ovideo, vencoded, window: StreamWindow, re
                 continue  # carried as the output's timecode
             if getattr(s, "name", None) == "dvd_nav_packet":
                 continue  # a DVD's navigation packets (PCI/DSI) mean nothing outside its disc structure
+            if is_chapter_track(src, s):
+                continue  # its chapters are carried as chapters
             _skip(result, f"data stream #{s.index} ({getattr(s, 'name', None) or 'unknown'}) cannot be copied; skipped")
         elif s.type == "attachment":
             name = s.metadata.get("filename") or f"attachment{s.index}"
@@ -285,6 +288,40 @@ def _attached_picture(path: str, index: int) -> bytes:
             if packet.size:
                 return bytes(packet)
     raise StopIteration("no picture")
+
+
+#: container tags that describe the file's encoding or structure rather than its content: the
+#: muxer writes its own (or they would be wrong after conversion); everything else is carried
+_TECHNICAL_TAGS = frozenset({"major_brand", "minor_version", "compatible_brands", "encoder", "duration",
+                             "timecode", "creation_time", "encoded_by"})
+
+
+def _carry_tags(src, out) -> None:
+    """The source container's descriptive tags (title, artist, comment, date, …) into ``out``;
+    FFmpeg's own default (``-map_metadata 0``) less the technical ones."""
+    for key, value in src.metadata.items():
+        if key.lower() not in _TECHNICAL_TAGS and value:
+            out.metadata[key] = value
+
+
+def window_chapters(chapters: list[dict], window: StreamWindow) -> list[dict]:
+    """Source chapters on the output timeline: shifted by ``window.offset``, cut to the
+    converted span (a chapter running into a ``--start`` cut starts at 0), empty ones left out.
+    Each keeps its ``time_base`` and metadata (the title); ids are renumbered from 1."""
+    kept = []
+    for ch in chapters:
+        tb = Fraction(ch["time_base"])
+        start, end = ch["start"] * tb, ch["end"] * tb
+        if window.start is not None:
+            start = max(start, window.start)
+        if window.end is not None:
+            end = min(end, window.end)
+        start, end = max(start - window.offset, Fraction(0)), end - window.offset
+        if end <= start:
+            continue
+        kept.append({"id": len(kept) + 1, "start": int(round(start / tb)), "end": int(round(end / tb)),
+                     "time_base": tb, "metadata": dict(ch.get("metadata") or {})})
+    return kept
 
 
 def _skip(result: MuxResult, msg: str) -> None:
@@ -376,8 +413,11 @@ def mux_final(
                 if s.index not in transcoders:
                     mapping[s.index] = o
             _carry_extras(src, out, fmt, ovideo, vstream, window, result)
-            if "title" in src.metadata:
-                out.metadata["title"] = src.metadata["title"]
+            _carry_tags(src, out)
+            chapters = window_chapters(src.chapters(), window)
+            if chapters:
+                out.set_chapters(chapters)
+                result.copied.append(f"{len(chapters)} chapter{'s' if len(chapters) > 1 else ''}")
         vshift = {vstream.index: 0}
         vmap = {vstream.index: ovideo}
         iters = [_packets(vin, [vstream], vmap, vshift, None)]

@@ -116,6 +116,13 @@ class StreamInfo:
 
 
 @dataclass(frozen=True)
+class Chapter:
+    start: float  # seconds on the container's timeline
+    end: float
+    title: str | None = None
+
+
+@dataclass(frozen=True)
 class MediaInfo:
     path: str
     format: str
@@ -123,6 +130,7 @@ class MediaInfo:
     video: VideoInfo | None
     streams: tuple[StreamInfo, ...]
     hdr10: dict[str, Any] = field(default_factory=dict)
+    chapters: tuple[Chapter, ...] = ()
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
@@ -686,13 +694,25 @@ def probe(path: str | os.PathLike[str]) -> MediaInfo:
         video = None
         streams = []
         for s in container.streams:
-            streams.append(_stream_info(s))
+            info = _stream_info(s)
+            if is_chapter_track(container, s):
+                info = dataclasses.replace(info, detail="chapter titles")
+            streams.append(info)
             if s.type == "video" and video is None and not _is_cover_art(s):
                 video = _video_info(container, s)
         fmt = container.format.name
         duration = container.duration / 1_000_000 if container.duration else None
+        chapters = tuple(Chapter(float(c["start"] * c["time_base"]), float(c["end"] * c["time_base"]),
+                                 (c.get("metadata") or {}).get("title")) for c in container.chapters())
     hdr10 = read_hdr10_metadata(path)
-    return MediaInfo(str(path), fmt, duration, video, tuple(streams), hdr10)
+    return MediaInfo(str(path), fmt, duration, video, tuple(streams), hdr10, chapters)
+
+
+def is_chapter_track(container, stream) -> bool:
+    """Whether ``stream`` is a QuickTime/MP4 chapter text track (FFmpeg shows it as a
+    ``bin_data`` data stream; its samples are the titles of the container's chapters)."""
+    return (stream.type == "data" and getattr(stream, "name", None) == "bin_data"
+            and container.format.name.startswith("mov") and bool(container.chapters()))
 
 
 def _is_cover_art(stream) -> bool:
