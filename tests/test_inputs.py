@@ -489,7 +489,7 @@ def test_pulldown_retimer_snaps_film_and_keeps_video_rate_material():
     assert all(b > a for a, b in zip(out, out[1:])) and out[0] > 4 * 49505 + 4 * 15015
 
 
-def test_ivtc_refuses_chunks_unknown_rates_and_captions(tmp_path, telecined):
+def test_ivtc_in_one_piece_under_chunks_and_refuses_unknown_rates_and_captions(tmp_path, telecined):
     from hdrvideo.farm.chunks import convert_chunked
     from hdrvideo.pipeline import deinterlace_settings
 
@@ -497,9 +497,11 @@ def test_ivtc_refuses_chunks_unknown_rates_and_captions(tmp_path, telecined):
     report = hdrvideo.convert(captioned, tmp_path / "cc.hdr10.mp4", deinterlace="ivtc", **FAST)
     assert "--deinterlace ivtc drops and retimes frames" in one(report.warnings, "captions")
     assert frame_captions(tmp_path / "cc.hdr10.mp4") == [None] * 20
-    with pytest.raises(UsageError, match="without --chunks"):
-        convert_chunked(telecined, tmp_path / "c.mp4", chunks=2, workers=1, deinterlace="ivtc", **FAST)
-    assert not (tmp_path / "c.mp4").exists()
+    # --chunks: the telecined film is converted in one piece, as without, and says so
+    chunked = convert_chunked(telecined, tmp_path / "c.mp4", chunks=2, workers=1, deinterlace="ivtc", **FAST)
+    assert "converted in one piece" in one(chunked.warnings, "inverse telecine")
+    assert (chunked.frames, len(chunked.chunks)) == (20, 1)
+    assert bar_positions(tmp_path / "c.mp4") == [4 * i for i in range(20)]
     video = hdrvideo.probe(telecined).video
     assert deinterlace_settings(video, "ivtc") == ("ivtc", "auto")
     with pytest.raises(UsageError, match="constant frame rate"):

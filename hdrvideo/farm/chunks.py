@@ -119,6 +119,22 @@ class ChunkedReport(Report):
     engine: str = "local"
 
 
+#: why a telecined film is not split (the warning of :func:`_convert_whole`)
+WHOLE_STREAM_IVTC = ("3:2 inverse telecine (--deinterlace ivtc) needs the whole stream: converted in one piece "
+                     "on this machine, not in chunks")
+
+
+def _convert_whole(src: str, dst: str, opts: ConvertOptions, on_commit: Callable[[], None] | None) -> ChunkedReport:
+    """The film converted in one piece, as ``hdrvideo convert`` would, with one warning saying so."""
+    log.warning("%s", WHOLE_STREAM_IVTC)
+    report = Pipeline(src, dst, opts).run(on_commit=on_commit)
+    values = {f.name: getattr(report, f.name) for f in dataclasses.fields(Report)}
+    values["warnings"] = [WHOLE_STREAM_IVTC] + list(report.warnings)
+    return ChunkedReport(**values, chunks=[{"index": 0, "start_s": 0.0, "frames": report.frames,
+                                            "max_cll": report.max_cll, "max_fall": report.max_fall,
+                                            "seconds": report.seconds}], engine="local")
+
+
 # --------------------------------------------------------------------------------------
 # plan and split
 # --------------------------------------------------------------------------------------
@@ -545,9 +561,9 @@ def convert_chunked(
     # frames), and a bad option fails here, before anything is split
     film = Pipeline(src, dst, dataclasses.replace(opts, progress=None)).plan()
     if film.deinterlace is not None and film.deinterlace[0] == "ivtc":
-        # fieldmatch needs each chunk's neighbouring fields and decimate a whole cycle of five:
-        # cut anywhere else, a chunk boundary would keep a duplicate and drop a film frame
-        raise UsageError("--deinterlace ivtc runs over the whole stream; convert without --chunks")
+        # fieldmatch needs each chunk's neighbouring fields and decimate a whole cycle of five
+        # (its output count is the cadence's, not 4/5 of any cut): one piece, here
+        return _convert_whole(src, dst, opts, on_commit)
     keyint = int(film.preset.encode.keyint)  # output frames
     fields = int(deinterlaced_rate_factor(film.deinterlace))  # output frames per source frame: 1 or 2
     plan = plan_chunks(src, chunks, video, keyint=math.lcm(keyint, fields) // fields if keyint else 0)  # source frames
