@@ -489,14 +489,18 @@ def test_pulldown_retimer_snaps_film_and_keeps_video_rate_material():
     assert all(b > a for a, b in zip(out, out[1:])) and out[0] > 4 * 49505 + 4 * 15015
 
 
-def test_ivtc_in_one_piece_under_chunks_and_refuses_unknown_rates_and_captions(tmp_path, telecined):
+def test_ivtc_keeps_captions_runs_in_one_piece_under_chunks_and_refuses_unknown_rates(tmp_path, telecined):
     from hdrvideo.farm.chunks import convert_chunked
     from hdrvideo.pipeline import deinterlace_settings
 
-    captioned = with_a53_captions(telecined, tmp_path / "cc.mp4", caption_triplets(25))
+    sent = caption_triplets(25)
+    captioned = with_a53_captions(telecined, tmp_path / "cc.mp4", sent)
     report = hdrvideo.convert(captioned, tmp_path / "cc.hdr10.mp4", deinterlace="ivtc", **FAST)
-    assert "--deinterlace ivtc drops and retimes frames" in one(report.warnings, "captions")
-    assert frame_captions(tmp_path / "cc.hdr10.mp4") == [None] * 20
+    assert not [w for w in report.warnings if "caption" in w] and "closed captions" in " ".join(report.streams_copied)
+    got = frame_captions(tmp_path / "cc.hdr10.mp4")
+    assert len(got) == 20 and b"".join(g or b"" for g in got) == b"".join(sent)  # every byte once, in order
+    # each on the film frame whose 1/23.976 s holds its 29.97i frame's time: 2, 1, 1, 1 in each cycle
+    assert [len(g or b"") // 3 for g in got] == [sum(1 for j in range(25) if (4 * j) // 5 == k) for k in range(20)]
     # --chunks: the telecined film is converted in one piece, as without, and says so
     chunked = convert_chunked(telecined, tmp_path / "c.mp4", chunks=2, workers=1, deinterlace="ivtc", **FAST)
     assert "converted in one piece" in one(chunked.warnings, "inverse telecine")
@@ -835,3 +839,23 @@ def test_manifest_columns_set_the_input_options(tmp_path, interlaced):
     assert (plan_a.video.matrix, plan_a.video.primaries, plan_a.video.full_range) == ("bt709", "bt601-625", True)
     assert plan_a.deinterlace is None and plan_a.time_base == Fraction(1, 1000)
     assert plan_b.deinterlace == ("all", "auto") and plan_b.time_base == Fraction(1, 2000) and plan_b.total == 20
+
+
+def test_caption_retimer_keeps_order_and_rate_within_cc_count():
+    from hdrvideo.media.captions import CaptionRetimer
+
+    src_dur, out_dur = Fraction(1001, 30000), Fraction(1001, 24000)
+    r = CaptionRetimer(out_dur)
+    pad = bytes([0xF8, 0x00, 0x00])  # cc_valid = 0: padding, nothing to carry
+    frames = [bytes([0xFC, 0x80 + j % 64, 0x80]) * 20 + pad * 3 for j in range(15)]  # 20 valid triplets a frame
+    for j, cc in enumerate(frames):
+        r.add(j * src_dur, cc)
+    got = [r.take(k * out_dur) or b"" for k in range(1, 15)]  # a window starting at output frame 1
+    counts = [len(g) // 3 for g in got]
+    assert max(counts) == 31 and counts[0] == 31  # cc_count is 5 bits: the excess waits for the next frame
+    # every valid triplet once, in order (frame 0 is within the first frame's rounding), no padding
+    assert b"".join(got) == b"".join(f[:60] for f in frames)
+    late = CaptionRetimer(out_dur)
+    for j in range(10):
+        late.add(j * src_dur, bytes([0xFC, 0x80 + j, 0x80]))
+    assert late.take(5 * out_dur)[:3] == bytes([0xFC, 0x80 + 5, 0x80])  # frames before the window's first are gone

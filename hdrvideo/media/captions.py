@@ -14,9 +14,12 @@ libx265 and NVENC write for FFmpeg's ``a53cc`` option, byte for byte as FFmpeg's
 
 from __future__ import annotations
 
+from collections import deque
+from fractions import Fraction
+
 import av
 
-__all__ = ["a53_sei_nal", "insert_prefix_sei", "with_sei"]
+__all__ = ["a53_sei_nal", "insert_prefix_sei", "with_sei", "CaptionRetimer"]
 
 _T35_A53 = bytes([0xB5, 0x00, 0x31]) + b"GA94" + bytes([0x03])  # ATSC A/53 Part 4 Table 6.4
 _PREFIX_SEI = bytes([39 << 1, 0x01])  # nal_unit_type 39, nuh_layer_id 0, nuh_temporal_id_plus1 1
@@ -100,3 +103,43 @@ def with_sei(packet: av.Packet, sei: bytes) -> av.Packet:
     out.is_keyframe = packet.is_keyframe
     out.stream = packet.stream
     return out
+
+
+class CaptionRetimer:
+    """The ``cc_data`` of source frames handed to the frames of a retimed stream (3:2 inverse
+    telecine: 29.97 → 23.976 frames/s, one frame in five dropped, the rest retimed).
+
+    Caption decoders read ``cc_data`` as a byte stream (CEA-608 byte pairs, CEA-708 DTVCC
+    packets), so what must hold is order and rate, not which picture carries a byte: every
+    valid triplet goes out once, in order, on the output frame whose display interval holds
+    its source frame's time, at most 31 a frame (the 5-bit ``cc_count``; the rest go on the
+    frames after). Padding triplets (``cc_valid`` = 0) carry nothing and are left out. Source
+    frames before the first output frame taken (a ``--start`` cut) are dropped with it.
+    """
+
+    def __init__(self, frame_duration: Fraction) -> None:
+        self.frame_duration = Fraction(frame_duration)  # of the output frames, in seconds
+        self._pending: deque[tuple[Fraction, bytes]] = deque()
+        self._carry = b""
+        self._started = False
+
+    def add(self, time: Fraction, cc_data: bytes) -> None:
+        """A source frame's ``cc_data`` at its presentation time (seconds)."""
+        valid = b"".join(cc_data[i:i + 3] for i in range(0, len(cc_data) - 2, 3) if cc_data[i] & 0x04)
+        if valid:
+            self._pending.append((Fraction(time), valid))
+
+    def take(self, time: Fraction) -> bytes | None:
+        """The ``cc_data`` for the output frame at ``time`` (seconds), or None."""
+        t = Fraction(time)
+        if not self._started:
+            self._started = True
+            # output timestamps are whole output frames: allow one of rounding before the first
+            while self._pending and self._pending[0][0] < t - self.frame_duration:
+                self._pending.popleft()
+        data = self._carry
+        while self._pending and self._pending[0][0] < t + self.frame_duration:
+            data += self._pending.popleft()[1]
+        cap = 3 * _MAX_CC_COUNT
+        out, self._carry = data[:cap], data[cap:]
+        return out or None

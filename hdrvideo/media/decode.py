@@ -24,6 +24,7 @@ import numpy as np
 import torch
 
 from ..errors import InputError, UnsupportedInputError
+from .captions import CaptionRetimer
 from .probe import A53_CAPTIONS, VideoInfo, close_decoding, open_input
 
 __all__ = ["PlaneLayout", "FrameBatch", "Decoder", "Deinterlacer", "PulldownRetimer", "decoder_time_base",
@@ -361,11 +362,13 @@ class Decoder:
         #: the time base of the timestamps handed out (the deinterlacer's when deinterlacing)
         self.time_base = self.deinterlacer.time_base if self.deinterlacer else source_tb
         #: A/53 closed captions (``cc_data``) of the frames handed out, by their timestamp, for the
-        #: encoder to carry (it pops them). Inverse telecine drops and retimes frames, which
-        #: would garble the caption stream, so it carries none.
-        self.keep_captions = keep_captions and not (self.deinterlacer and self.deinterlacer.source_pts_scale is None)
+        #: encoder to carry (it pops them). Inverse telecine drops and retimes frames: there the
+        #: source frames' bytes are re-spread, in order, over the film frames (CaptionRetimer).
+        self.keep_captions = keep_captions
         self.captions: dict[int, bytes] = {}
         self._field_captions: dict[int, bytes] = {}  # bwdif: by the first field's timestamp
+        self._retimed_captions = (CaptionRetimer(self.deinterlacer.time_base)
+                                  if self.deinterlacer and self.deinterlacer.source_pts_scale is None else None)
 
     # -- frames ---------------------------------------------------------------------------
     def _decoded(self, container: av.container.InputContainer, stream) -> Iterator[av.VideoFrame]:
@@ -465,7 +468,9 @@ class Decoder:
         is the source's, and no caption byte is sent twice). fieldmatch builds frames from two
         source frames' fields; each keeps the captions of the source frame whose time it has."""
         sd = frame.side_data.get(A53_CAPTIONS)
-        if self.deinterlacer is not None and self.deinterlacer.source_pts_scale is not None:
+        if self._retimed_captions is not None:
+            cc = self._retimed_captions.take(frame.pts * self.time_base)
+        elif self.deinterlacer is not None and self.deinterlacer.source_pts_scale is not None:
             cc = self._field_captions.pop(frame.pts, None)
             if len(self._field_captions) > 16:  # frames skipped before the window
                 self._field_captions = {k: v for k, v in self._field_captions.items() if k > frame.pts}
@@ -487,10 +492,11 @@ class Decoder:
         assert self.deinterlacer is not None
         for frame in frames:
             scale = self.deinterlacer.source_pts_scale
-            if self.keep_captions and scale is not None:
-                sd = frame.side_data.get(A53_CAPTIONS)
-                if sd is not None:  # bwdif: the first field's frame is at twice the source timestamp
-                    self._field_captions[scale * int(frame.pts)] = bytes(sd)
+            sd = frame.side_data.get(A53_CAPTIONS) if self.keep_captions else None
+            if sd is not None and self._retimed_captions is not None:
+                self._retimed_captions.add(frame.pts * self.deinterlacer.in_time_base, bytes(sd))
+            elif sd is not None and scale is not None:  # bwdif: the first field's frame is at twice the source timestamp
+                self._field_captions[scale * int(frame.pts)] = bytes(sd)
             yield from self.deinterlacer(frame)
         if not self.stop:
             yield from self.deinterlacer(None)
@@ -502,13 +508,7 @@ class Decoder:
         if self.keep_captions:
             log.info("input carries CEA-608/708 closed captions; they are carried into the HEVC output (A/53 SEI)")
             return
-        if self.deinterlacer is not None and self.deinterlacer.deint == "ivtc":
-            msg = ("input carries CEA-608/708 closed captions in its video stream; --deinterlace ivtc drops and "
-                   "retimes frames, so they are not carried (extract them first, e.g. to SRT, to keep them)")
-            log.warning("%s", msg)
-            self.stats.warnings.append(msg)
-        else:
-            log.info("input carries CEA-608/708 closed captions; left out, as asked")
+        log.info("input carries CEA-608/708 closed captions; left out, as asked")
 
     def _check_losses(self, seeked: bool, last_end: Fraction | None, window_ended: bool) -> None:
         """One warning for frames lost to damaged packets, or one for a stream cut short."""
