@@ -121,3 +121,105 @@ def test_check_encoder_without_nvenc_hardware_is_one_line_encoder_error():
                                                      encoder="hevc_nvenc"))
         assert enc.extradata
         enc.abort()
+
+
+# ---------------------------------------------------------------- HDR10 SEI in the bitstream
+
+
+def bitstream_hdr10(path) -> list[tuple[tuple[int, int] | None, float | None]]:
+    """Per decoded frame, the (MaxCLL, MaxFALL) and mastering peak (cd/m²) that the HEVC
+    bitstream itself says: the stream is taken out of its container (Annex B) and decoded
+    raw, so no container box or element can supply them."""
+    import struct
+
+    with av.open(str(path)) as c:
+        s = c.streams.video[0]
+        bsf = av.BitStreamFilterContext("hevc_mp4toannexb", s)
+        raw = b"".join(bytes(q) for p in c.demux(s) for q in bsf.filter(p))
+    (path.parent / "raw.hevc").write_bytes(raw)
+    out = []
+    T = av.sidedata.sidedata.Type
+    with av.open(str(path.parent / "raw.hevc"), format="hevc") as r:
+        for frame in r.decode(video=0):
+            cll = frame.side_data.get(T.CONTENT_LIGHT_LEVEL)
+            md = frame.side_data.get(T.MASTERING_DISPLAY_METADATA)
+            # AVMasteringDisplayMetadata: 8 rationals (primaries, white), min, max luminance, 2 flags
+            peak = None
+            if md is not None:
+                num, den = struct.unpack_from("<2i", bytes(md), 8 * 8 + 8)
+                peak = num / den
+            out.append((struct.unpack("<2I", bytes(cll)) if cll is not None else None, peak))
+    return out
+
+
+def keyframe_sei_types(path) -> list[set[int]]:
+    """For each keyframe sample, the payloadType of the first SEI message of each prefix SEI NAL."""
+    out = []
+    with av.open(str(path)) as c:
+        for p in c.demux(video=0):
+            if not p.size or not p.is_keyframe:
+                continue
+            b, i, types = bytes(p), 0, set()
+            while i + 5 <= len(b):
+                n = int.from_bytes(b[i:i + 4], "big")
+                if (b[i + 4] >> 1) & 0x3F == 39:
+                    types.add(b[i + 6])
+                i += 4 + n
+            out.append(types)
+    return out
+
+
+@pytest.mark.parametrize("ext", [".mp4", ".mkv"])
+def test_bitstream_sei_carries_the_measured_light_levels(tmp_path, ext):
+    frames = [flat_planes(64, 36, (60 + 6 * i, 128, 128)) for i in range(24)]
+    clip = write_planes_clip(tmp_path / "in.mkv", frames)
+    out = tmp_path / f"out{ext}"
+    report = hdrvideo.convert(clip, out, preset="bt2408", x265_preset="ultrafast", keyint=8)
+    assert 0 < report.max_fall <= report.max_cll  # a real measurement, not the encoder's 0, 0
+    seen = bitstream_hdr10(out)
+    assert len(seen) == 24 and all(s == ((report.max_cll, report.max_fall), 1000.0) for s in seen)
+    keys = keyframe_sei_types(out)
+    assert len(keys) == 3 and all({137, 144} <= k for k in keys)  # on every keyframe: a player may start there
+    assert any("HDR10 SEI (MaxCLL" in c for c in report.streams_copied)
+
+
+def test_bitstream_sei_is_added_when_the_encoder_writes_none(tmp_path, headers_out_of_band):
+    """hevc_nvenc writes no HDR10 SEI (x265 without hdr10 simulates it): the mux adds both."""
+    clip = write_planes_clip(tmp_path / "in.mkv", [flat_planes(64, 36, (200, 128, 128))] * 4)
+    out = tmp_path / "out.mp4"
+    report = hdrvideo.convert(clip, out, preset="bt2408", x265_preset="ultrafast")
+    assert bitstream_hdr10(out)[0] == ((report.max_cll, report.max_fall), 1000.0)
+
+
+def test_sei_rewriting_units():
+    from hdrvideo.media.hevc_sei import (escape_rbsp, hvcc_with_hdr10_sei, sei_messages, sei_nal, unescape_rbsp,
+                                         with_hdr10_sei)
+
+    for rbsp in (b"\x00\x00\x00\x00\x01", b"\x00\x00\x03\x00\x00\x02x", bytes(range(8)) * 3, b""):
+        assert unescape_rbsp(escape_rbsp(rbsp)) == rbsp
+        assert b"\x00\x00\x00" not in escape_rbsp(rbsp) and b"\x00\x00\x01" not in escape_rbsp(rbsp)
+    # MaxCLL 0, MaxFALL 1: 00 00 00 01 needs an emulation prevention byte, and parses back
+    cll = (0).to_bytes(2, "big") + (1).to_bytes(2, "big")
+    nal = sei_nal([(144, cll), (5, b"u" * 300)])
+    assert b"\x00\x00\x03" in nal and sei_messages(nal) == [(144, cll), (5, b"u" * 300)]
+
+    def au(*nals: bytes) -> bytes:
+        return b"".join(len(n).to_bytes(4, "big") + n for n in nals)
+
+    vps, sps, pps = bytes([32 << 1, 1, 0xAA]), bytes([33 << 1, 1, 0xBB]), bytes([34 << 1, 1, 0xCC])
+    idr, trail = bytes([19 << 1, 1, 0xDD, 0xEE]), bytes([1 << 1, 1, 0x11])
+    mdcv, new_cll = bytes(range(24)), bytes([0x03, 0xE8, 0x00, 0x64])
+    old = au(vps, sps, pps, sei_nal([(144, b"\0\0\0\0")]), sei_nal([(5, b"x265 info")]), idr)
+    got = with_hdr10_sei(old, mdcv, new_cll, keyframe=True)
+    assert got == au(vps, sps, pps, sei_nal([(137, mdcv)]), sei_nal([(144, new_cll)]), sei_nal([(5, b"x265 info")]), idr)
+    bare = au(vps, sps, pps, idr)  # NVENC: no SEI; inserted after the parameter sets
+    assert with_hdr10_sei(bare, mdcv, new_cll, keyframe=True) == au(vps, sps, pps, sei_nal([(137, mdcv), (144, new_cll)]), idr)
+    plain = au(trail)
+    assert with_hdr10_sei(plain, mdcv, new_cll, keyframe=False) is plain  # other frames untouched
+    assert with_hdr10_sei(b"\x00\x00\x00\x09abc", mdcv, new_cll, keyframe=True) == b"\x00\x00\x00\x09abc"  # damaged: left
+    sei = sei_nal([(144, b"\0\0\0\0")])
+    hvcc = bytes([1]) + bytes(20) + bytes([0xFF, 2]) + bytes([33, 0, 1, 0, 3]) + sps + bytes([39, 0, 1]) \
+        + len(sei).to_bytes(2, "big") + sei
+    fixed = hvcc_with_hdr10_sei(hvcc, mdcv, new_cll)
+    new_sei = sei_nal([(144, new_cll)])
+    assert fixed == hvcc[:-len(sei) - 2] + len(new_sei).to_bytes(2, "big") + new_sei  # the SPS array unchanged

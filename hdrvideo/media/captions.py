@@ -19,30 +19,13 @@ from fractions import Fraction
 
 import av
 
+from .hevc_sei import packet_with_data, sei_nal
+
 __all__ = ["a53_sei_nal", "insert_prefix_sei", "with_sei", "CaptionRetimer"]
 
 _T35_A53 = bytes([0xB5, 0x00, 0x31]) + b"GA94" + bytes([0x03])  # ATSC A/53 Part 4 Table 6.4
-_PREFIX_SEI = bytes([39 << 1, 0x01])  # nal_unit_type 39, nuh_layer_id 0, nuh_temporal_id_plus1 1
 _USER_DATA_T35 = 4
 _MAX_CC_COUNT = 31  # cc_count is 5 bits
-
-
-def _sei_value(value: int) -> bytes:
-    """payloadType / payloadSize coding (H.265 §7.3.5): 0xFF bytes, then the remainder."""
-    return b"\xff" * (value // 255) + bytes([value % 255])
-
-
-def _emulation_prevented(rbsp: bytes) -> bytes:
-    """Insert emulation_prevention_three_byte after every 0x0000 followed by 0x00–0x03 (§7.4.2)."""
-    out = bytearray()
-    zeros = 0
-    for b in rbsp:
-        if zeros >= 2 and b <= 3:
-            out.append(3)
-            zeros = 0
-        out.append(b)
-        zeros = zeros + 1 if b == 0 else 0
-    return bytes(out)
 
 
 def a53_sei_nal(cc_data: bytes) -> bytes:
@@ -52,14 +35,12 @@ def a53_sei_nal(cc_data: bytes) -> bytes:
     """
     if not cc_data or len(cc_data) % 3:
         raise ValueError(f"cc_data must be whole 3-byte triplets, got {len(cc_data)} bytes")
-    rbsp = bytearray()
+    messages = []
     for i in range(0, len(cc_data), 3 * _MAX_CC_COUNT):
         part = cc_data[i:i + 3 * _MAX_CC_COUNT]
         # process_cc_data_flag = 1, cc_count; em_data; the triplets; marker_bits 0xFF
-        payload = _T35_A53 + bytes([0x40 | (len(part) // 3), 0x00]) + part + b"\xff"
-        rbsp += _sei_value(_USER_DATA_T35) + _sei_value(len(payload)) + payload
-    rbsp.append(0x80)  # rbsp_trailing_bits
-    return b"\x00\x00\x00\x01" + _PREFIX_SEI + _emulation_prevented(bytes(rbsp))
+        messages.append((_USER_DATA_T35, _T35_A53 + bytes([0x40 | (len(part) // 3), 0x00]) + part + b"\xff"))
+    return b"\x00\x00\x00\x01" + sei_nal(messages)
 
 
 def _nal_starts(data: bytes) -> list[tuple[int, int]]:
@@ -95,14 +76,7 @@ def insert_prefix_sei(access_unit: bytes, sei: bytes) -> bytes:
 def with_sei(packet: av.Packet, sei: bytes) -> av.Packet:
     """A copy of an encoded ``packet`` with ``sei`` inserted (:func:`insert_prefix_sei`), its
     timing, flags and stream kept. The copy's buffer is FFmpeg's (see ``LightMeter.packet``)."""
-    data = insert_prefix_sei(bytes(packet), sei)
-    out = av.Packet(len(data))
-    memoryview(out)[:] = data
-    out.pts, out.dts, out.time_base = packet.pts, packet.dts, packet.time_base
-    out.duration = packet.duration
-    out.is_keyframe = packet.is_keyframe
-    out.stream = packet.stream
-    return out
+    return packet_with_data(packet, insert_prefix_sei(bytes(packet), sei))
 
 
 class CaptionRetimer:

@@ -29,6 +29,7 @@ import av
 from ..errors import EncoderError, UsageError
 from .audio import AacTranscoder
 from .hdr10_boxes import MasteringMetadata, add_mp4_hdr10_boxes
+from .hevc_sei import hvcc_with_hdr10_sei, nal_length_size, packet_with_data, with_hdr10_sei
 from .probe import StreamInfo, is_chapter_track, open_input
 from .subtitles import TextSubtitleTranscoder, text_subtitle_target
 from .timecode import shift_timecode
@@ -420,7 +421,7 @@ def mux_final(
                 result.copied.append(f"{len(chapters)} chapter{'s' if len(chapters) > 1 else ''}")
         vshift = {vstream.index: 0}
         vmap = {vstream.index: ovideo}
-        iters = [_packets(vin, [vstream], vmap, vshift, None)]
+        iters = [_hdr10_sei(_packets(vin, [vstream], vmap, vshift, None), vstream, ovideo, meta, result)]
         if wanted:
             shift = {s.index: int(round(window.offset / s.time_base)) for s in wanted}
             iters.append(_packets(src, wanted, mapping, shift, window, transcoders))
@@ -435,6 +436,31 @@ def mux_final(
         if src:
             src.close()
     return result
+
+
+def _hdr10_sei(packets: Iterator, vstream, ovideo, meta: MasteringMetadata, result: MuxResult) -> Iterator:
+    """The video packets with the bitstream's HDR10 SEI set to ``meta`` (:mod:`.hevc_sei`): the
+    measured MaxCLL/MaxFALL in place of the encoder's 0, 0, and both messages on every
+    keyframe (hevc_nvenc writes none); the ``hvcC`` record's SEI too."""
+    extradata = vstream.codec_context.extradata
+    length_size = nal_length_size(extradata) if extradata else None
+    if length_size is None:
+        log.debug("video is not length-prefixed HEVC; its SEI is left as encoded")
+        yield from packets
+        return
+    mdcv, cll = meta.mdcv_box()[8:], meta.clli_box()[8:]
+    hvcc = hvcc_with_hdr10_sei(extradata, mdcv, cll)
+    if hvcc != extradata:
+        ovideo.codec_context.extradata = hvcc
+    result.copied.append(f"HDR10 SEI (MaxCLL {meta.max_cll}, MaxFALL {meta.max_fall} cd/m²)")
+    for item in packets:
+        packet = item[2]
+        if packet.size:
+            data = bytes(packet)
+            new = with_hdr10_sei(data, mdcv, cll, bool(packet.is_keyframe), length_size)
+            if new is not data:
+                item = (item[0], item[1], packet_with_data(packet, new), item[3])
+        yield item
 
 
 def _subtitle_transcoder(s, out, fmt: str, window: StreamWindow, transcoders: dict, result: MuxResult):
