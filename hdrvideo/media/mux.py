@@ -421,7 +421,7 @@ def mux_final(
                 result.copied.append(f"{len(chapters)} chapter{'s' if len(chapters) > 1 else ''}")
         vshift = {vstream.index: 0}
         vmap = {vstream.index: ovideo}
-        iters = [_hdr10_sei(_packets(vin, [vstream], vmap, vshift, None), vstream, ovideo, meta, result)]
+        iters = [_hdr10_sei(_packets(vin, [vstream], vmap, vshift, None), vstream, ovideo, meta)]
         if wanted:
             shift = {s.index: int(round(window.offset / s.time_base)) for s in wanted}
             iters.append(_packets(src, wanted, mapping, shift, window, transcoders))
@@ -438,7 +438,7 @@ def mux_final(
     return result
 
 
-def _hdr10_sei(packets: Iterator, vstream, ovideo, meta: MasteringMetadata, result: MuxResult) -> Iterator:
+def _hdr10_sei(packets: Iterator, vstream, ovideo, meta: MasteringMetadata) -> Iterator:
     """The video packets with the bitstream's HDR10 SEI set to ``meta`` (:mod:`.hevc_sei`): the
     measured MaxCLL/MaxFALL in place of the encoder's 0, 0, and both messages on every
     keyframe (hevc_nvenc writes none); the ``hvcC`` record's SEI too."""
@@ -452,7 +452,6 @@ def _hdr10_sei(packets: Iterator, vstream, ovideo, meta: MasteringMetadata, resu
     hvcc = hvcc_with_hdr10_sei(extradata, mdcv, cll)
     if hvcc != extradata:
         ovideo.codec_context.extradata = hvcc
-    result.copied.append(f"HDR10 SEI (MaxCLL {meta.max_cll}, MaxFALL {meta.max_fall} cd/m²)")
     for item in packets:
         packet = item[2]
         if packet.size:
