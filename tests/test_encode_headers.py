@@ -180,6 +180,20 @@ def test_bitstream_sei_carries_the_measured_light_levels(tmp_path, ext):
     assert len(seen) == 24 and all(s == ((report.max_cll, report.max_fall), 1000.0) for s in seen)
     keys = keyframe_sei_types(out)
     assert len(keys) == 3 and all({137, 144} <= k for k in keys)  # on every keyframe: a player may start there
+    from hdrvideo.media.hevc_sei import sei_messages
+
+    with av.open(str(out)) as c:  # the hvcC record (MP4 sample entry, Matroska CodecPrivate) too
+        hvcc = c.streams.video[0].codec_context.extradata
+    off, cll = 23, []
+    for _ in range(hvcc[22]):
+        kind, count = hvcc[off] & 0x3F, int.from_bytes(hvcc[off + 1:off + 3], "big")
+        off += 3
+        for _ in range(count):
+            n = int.from_bytes(hvcc[off:off + 2], "big")
+            if kind == 39:
+                cll += [p for t, p in sei_messages(hvcc[off + 2:off + 2 + n]) if t == 144]
+            off += 2 + n
+    assert cll == [report.max_cll.to_bytes(2, "big") + report.max_fall.to_bytes(2, "big")]
 
 
 def test_bitstream_sei_is_added_when_the_encoder_writes_none(tmp_path, headers_out_of_band):
