@@ -96,6 +96,7 @@ class DeinterlaceMode(str, Enum):
     on = "on"
     off = "off"
     ivtc = "ivtc"
+    fieldmatch = "fieldmatch"
     detect = "detect"
 
 
@@ -406,7 +407,7 @@ def convert(
     ray_address: Annotated[Optional[str], typer.Option("--ray-address", help="Ray cluster address for --engine ray (default: start a local Ray).")] = None,
     work_dir: Annotated[Optional[Path], typer.Option("--work-dir", help="Where chunk files go (default: beside the output; shared storage on a Ray cluster).")] = None,
     chunk_transfer: Annotated[ChunkTransfer, typer.Option("--chunk-transfer", help="How chunks reach Ray workers: shared (files in --work-dir) or object-store.")] = ChunkTransfer("shared"),  # type: ignore[assignment]
-    deinterlace: Annotated[DeinterlaceMode, typer.Option("--deinterlace", help="Deinterlace (bwdif, one frame per field): auto = when the input is interlaced; ivtc = undo 3:2 pulldown (telecined film, 29.97i → 23.976p); detect = ivtc for telecined film, off for progressive film flagged interlaced, else auto.")] = DeinterlaceMode.auto,
+    deinterlace: Annotated[DeinterlaceMode, typer.Option("--deinterlace", help="Deinterlace (bwdif, one frame per field): auto = when the input is interlaced; ivtc = undo 3:2 pulldown (telecined film, 29.97i → 23.976p; at other rates as fieldmatch); fieldmatch = re-pair fields into whole frames, every frame kept (progressive film a field out of step); detect = ivtc for telecined film, off for progressive film flagged interlaced, fieldmatch for film a field out of step, else auto.")] = DeinterlaceMode.auto,
     input_matrix: Annotated[Optional[InputMatrix], typer.Option("--input-matrix", help="Read the input's Y'CbCr with this matrix, whatever its tags say.")] = None,
     input_primaries: Annotated[Optional[InputPrimaries], typer.Option("--input-primaries", help="The input's colour primaries, whatever its tags say.")] = None,
     input_range: Annotated[Optional[InputRange], typer.Option("--input-range", help="The input's code range, whatever its tags say.")] = None,

@@ -307,7 +307,7 @@ def mux_options(opt: ConvertOptions, preset: Preset, info: MediaInfo, dst: str) 
 # What the input is, as a conversion reads it
 # --------------------------------------------------------------------------------------
 
-DEINTERLACE_MODES = ("auto", "on", "off", "ivtc", "detect")
+DEINTERLACE_MODES = ("auto", "on", "off", "ivtc", "fieldmatch", "detect")
 _FIELD_WORDS = {"tt": "top field first", "bt": "top field first", "bb": "bottom field first",
                 "tb": "bottom field first"}
 
@@ -320,7 +320,8 @@ def input_video(info: MediaInfo, options: ConvertOptions) -> VideoInfo:
 
 def detected_deinterlace(path: str, video: VideoInfo, mode: str | bool) -> str | bool:
     """``mode`` with ``detect`` replaced by what the stream's fields say (:func:`field_advice`):
-    ``ivtc`` for telecined film, ``off`` for progressive film flagged interlaced, else ``auto``."""
+    ``ivtc`` for telecined film, ``off`` for progressive film flagged interlaced, ``fieldmatch`` for
+    film a field out of step, else ``auto``."""
     if mode != "detect":
         return mode
     advice = field_advice(path, video)
@@ -338,7 +339,8 @@ def deinterlace_settings(video: VideoInfo, mode: str | bool) -> tuple[str, str] 
     :func:`detected_deinterlace` (it reads the file). ``ivtc`` matches fields into the film's
     frames: at 29.97/30 frames/s it undoes 3:2 pulldown (``("ivtc", parity)``, 4 frames of 5),
     at other rates 2:2 pulldown (``("fieldmatch", parity)``, every frame kept); it needs a
-    constant frame rate.
+    constant frame rate. ``fieldmatch`` is that frame-for-frame matching at any rate (30p
+    material a field out of step in 29.97i, where ``ivtc`` would decimate).
     """
     if isinstance(mode, bool):  # a manifest's yes/no
         mode = "on" if mode else "off"
@@ -354,6 +356,8 @@ def deinterlace_settings(video: VideoInfo, mode: str | bool) -> tuple[str, str] 
         if not video.rate:
             raise UsageError("--deinterlace ivtc needs a constant frame rate, and the input declares none")
         return ("ivtc" if video.rate in TELECINE_RATES else "fieldmatch", parity)
+    if mode == "fieldmatch":
+        return ("fieldmatch", parity)
     return ("all", parity)
 
 
@@ -368,7 +372,7 @@ def field_advice_line(kind: str, stats: FieldStats, rate: Fraction | None) -> st
     action = {"telecined": f"--deinterlace ivtc restores its {float(rate * deinterlaced_rate('ivtc')):.5g} frames/s "
                            "instead" if rate else "--deinterlace ivtc restores the film's frames",
               "progressive": f"--deinterlace off keeps them whole{at}",
-              "shifted": f"--deinterlace ivtc matches the fields back into whole frames{at}"}[kind]
+              "shifted": f"--deinterlace fieldmatch matches the fields back into whole frames{at}"}[kind]
     return f"input {field_finding(kind, stats)}; {action}"
 
 
@@ -391,9 +395,10 @@ def input_notices(info: MediaInfo, video: VideoInfo, preset: Preset, options: Co
         notes.append(f"--deinterlace ivtc: 3:2 pulldown undone (fieldmatch, decimate), {float(video.rate):.5g} → "
                      f"{rate:.5g} frames/s; frames with no matching field are deinterlaced with bwdif")
     elif deinterlace is not None and deinterlace[0] == "fieldmatch":
-        notes.append(f"--deinterlace ivtc at {float(video.rate):.5g} frames/s: fields matched into whole frames "
-                     "(2:2 pulldown, fieldmatch), every frame kept; frames with no matching field are "
-                     "deinterlaced with bwdif")
+        at = f" at {float(video.rate):.5g} frames/s" if video.rate else ""
+        notes.append(f"--deinterlace {options.deinterlace if options.deinterlace != 'detect' else 'fieldmatch'}{at}: "
+                     "fields matched into whole frames (2:2 pulldown, fieldmatch), every frame kept; frames with "
+                     "no matching field are deinterlaced with bwdif")
     elif deinterlace is not None:
         order = _FIELD_WORDS.get(video.field_order, "field order from each frame")
         rate = f" ({float(video.rate):g} → {float(video.rate) * 2:g} frames/s)" if video.rate else ""

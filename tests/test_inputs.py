@@ -435,11 +435,17 @@ def test_progressive_film_flagged_interlaced_is_advised_and_field_matched(tmp_pa
     # film a field out of step (each frame's bottom field is the next frame's instant): ivtc pairs them again
     shifted = write_h264_clip(tmp_path / "shifted.mkv", 30, interlaced="tff", field_shift=4)
     report = hdrvideo.convert(shifted, tmp_path / "shifted.bob.mkv", **FAST)
-    assert "--deinterlace ivtc matches the fields back into whole frames" in one(report.warnings, "out of step")
+    assert "--deinterlace fieldmatch matches the fields back into whole frames" in one(report.warnings, "out of step")
     assert combing(shifted) > 5  # as stored, every frame combs
     report = hdrvideo.convert(shifted, tmp_path / "rematched.mkv", deinterlace="detect", **FAST)
     assert report.frames == 30 and "fields matched into whole frames" in one(report.warnings, "--deinterlace detect")
     assert combing(tmp_path / "rematched.mkv") < 0.5
+    # the same at 30i, an NTSC rate (30p material a field out of step): every frame kept, none decimated
+    s30 = write_h264_clip(tmp_path / "shifted30.mkv", 30, rate=30, interlaced="tff", field_shift=4)
+    report = hdrvideo.convert(s30, tmp_path / "s30.mkv", deinterlace="detect", **FAST)
+    assert report.frames == 30 and "fields matched into whole frames" in one(report.warnings, "--deinterlace detect")
+    assert combing(tmp_path / "s30.mkv") < 0.5 and bar_positions(tmp_path / "s30.mkv")[:3] == [0, 4, 8]
+    assert video_pts(tmp_path / "s30.mkv") == pytest.approx(video_pts(s30), abs=1e-9)
     # camera video at 25i gets no advice; chunks can field-match (frame for frame)
     assert not [w for w in hdrvideo.convert(write_h264_clip(tmp_path / "cam.mkv", 30, interlaced="tff"),
                                             tmp_path / "cam.hdr10.mkv", **FAST).warnings if "looks" in w]

@@ -572,8 +572,8 @@ def convert_chunked(
     deinterlace = deinterlace_settings(video, detected_deinterlace(info.path, video, opts.deinterlace))
     per_frame = int(deinterlaced_rate_factor(deinterlace))
     notices = input_notices(info, video, preset_obj, opts, deinterlace)
-    # every chunk deinterlaces as the film does (2:2 field matching is "ivtc" at 25i)
-    mode = ("ivtc" if deinterlace[0] == "fieldmatch" else "on") if deinterlace else "off"
+    # every chunk deinterlaces as the film does (field matching frame for frame, or bwdif)
+    mode = ("fieldmatch" if deinterlace[0] == "fieldmatch" else "on") if deinterlace else "off"
     task_opts = dataclasses.replace(opts, progress=None, deinterlace=mode,
                                     keyint=keyint or None, crop=str(film.crop) if film.crop else "none")
 

@@ -655,7 +655,7 @@ def _analyse_fields(path: str, video: VideoInfo, windows: int = 4, frames: int =
 
 
 #: the ``--deinterlace`` mode for each kind of film in interlaced clothes (:func:`field_advice`)
-FIELD_ADVICE_MODES = {"telecined": "ivtc", "progressive": "off", "shifted": "ivtc"}
+FIELD_ADVICE_MODES = {"telecined": "ivtc", "progressive": "off", "shifted": "fieldmatch"}
 
 
 def field_finding(kind: str, stats: FieldStats) -> str:
@@ -673,9 +673,8 @@ def field_finding(kind: str, stats: FieldStats) -> str:
 def field_advice(path: str, video: VideoInfo) -> tuple[str, FieldStats] | None:
     """``(kind, stats)`` for a stream flagged interlaced whose frames are film, else None:
     ``"telecined"`` (3:2 pulldown, at 29.97/30 frames/s), ``"progressive"`` (whole frames,
-    PsF) or ``"shifted"`` (whole frames a field out of step; at other rates, where
-    ``--deinterlace ivtc`` matches fields frame for frame). Nothing is decoded for a
-    progressive stream."""
+    PsF) or ``"shifted"`` (whole frames a field out of step, which ``--deinterlace fieldmatch``
+    pairs again frame for frame). Nothing is decoded for a progressive stream."""
     if not video.interlaced:
         return None
     stats = analyse_fields(path, video)
@@ -683,7 +682,7 @@ def field_advice(path: str, video: VideoInfo) -> tuple[str, FieldStats] | None:
         return "telecined", stats
     if stats.progressive_content:
         return "progressive", stats
-    if stats.shifted_content and video.rate not in TELECINE_RATES:
+    if stats.shifted_content:
         return "shifted", stats
     return None
 
