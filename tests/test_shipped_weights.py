@@ -119,3 +119,26 @@ def test_eval_figures_reproduce_and_pass_the_bar(heldout, name):
         teacher_label = "agcm" + ("+bicubic" if entry["scale"] > 1 else "")
         assert passes_real_bar(model, entry["scale"], report["metrics"][teacher_label])
         assert report["metrics"][teacher_label]["psnr"] == pytest.approx(entry["metrics"]["teacher_psnr_db"], abs=0.02)
+
+
+@pytest.mark.parametrize("name", [n for n in SHIPPED if MANIFEST[n]["scale"] > 1])
+def test_no_fixed_subpixel_pattern_on_smooth_gradients(name):
+    """An SR network's upsampling (PixelShuffle) can leave the same offset on each sub-pixel
+    position of every s×s output block: a fixed checkerboard that flat skies show (the withdrawn
+    GPGMNet had ±20 codes). On the smooth banding gradients, each position's mean offset from its
+    block's mean stays within 3 10-bit codes of Y' (the IRNet files: ≤ 2.8)."""
+    import torch
+
+    from hdrvideo.banding import GRADIENTS, gradient_rgb
+
+    model = load_model(None, ENGINES / name).eval()
+    s = MANIFEST[name]["scale"]
+    for kind in GRADIENTS:
+        x = gradient_rgb(kind, 160, 90)  # (1, 3, H, W) R'G'B'
+        with torch.inference_mode():
+            y = model(x.float())[0]
+        luma = (0.2627 * y[0] + 0.6780 * y[1] + 0.0593 * y[2]) * 1023  # BT.2020 Y' in 10-bit codes
+        h, w = luma.shape
+        blocks = luma[: h // s * s, : w // s * s].reshape(h // s, s, w // s, s)
+        phase = (blocks - blocks.mean(dim=(1, 3), keepdim=True)).mean(dim=(0, 2))
+        assert float(phase.abs().max()) <= 3.0, (kind, phase)
