@@ -1,5 +1,6 @@
 """A tiny deterministic training run: same losses twice with the same seed; resume continues exactly."""
 
+import pytest
 import torch
 
 from hdrvideo.training.train import TrainConfig, train, warm_start
@@ -97,3 +98,17 @@ def test_bf16_autocast_trains_float32_weights(tmp_path):
 
     with pytest.raises(ValueError, match="precision"):
         train(cfg(tmp_path, "bad", precision="fp8"), progress=False, source=src)
+
+
+def test_fixed_pattern_loss_sees_a_checkerboard_not_texture():
+    from hdrvideo.training.train import fixed_pattern_loss
+
+    g = torch.Generator().manual_seed(0)
+    target = torch.rand(2, 3, 32, 48, generator=g)
+    pattern = torch.tensor([[0.02, -0.01, 0.0, -0.01]] * 4) - torch.tensor([[0.0], [0.01], [-0.01], [0.0]])
+    checker = target + pattern.repeat(8, 12)  # one offset per position of every 4×4 block
+    noisy = target + 0.02 * torch.randn(target.shape, generator=g)  # as large, but no fixed pattern
+    assert fixed_pattern_loss(checker, target, 4) == pytest.approx(float((pattern - pattern.mean()).abs().mean()), rel=1e-5)
+    assert fixed_pattern_loss(noisy, target, 4) < 0.15 * fixed_pattern_loss(checker, target, 4)
+    assert fixed_pattern_loss(target + 0.05, target, 4) == pytest.approx(0.0, abs=1e-7)  # a uniform offset is L1's
+    assert float(fixed_pattern_loss(checker, target, 1)) == 0.0

@@ -95,6 +95,7 @@ def train_command(
     film_params: Annotated[Optional[str], typer.Option("--film-params", help='JSON overrides of the film augmentation, e.g. \'{"grain": 0.6}\'')] = None,
     padding: Annotated[str, typer.Option("--padding", help="convolution border padding: zeros (papers) or replicate")] = "zeros",
     precision: Annotated[str, typer.Option("--precision", help="fp32, or bf16 (bfloat16 autocast for the forward passes; weights stay float32)")] = "fp32",
+    subpixel_loss: Annotated[float, typer.Option("--subpixel-loss", min=0.0, help="weight of the fixed-pattern loss for SR networks: each sub-pixel position's mean error over the image (no PixelShuffle checkerboard)")] = 0.0,
     key_nits: Annotated[str, typer.Option("--key-nits", help="exposure key range of synthetic HDR grades, cd/m² (LO-HI)")] = "18-32",
 ) -> None:
     """Train an SDR→HDR10 network (L1 loss, Adam, cosine annealing with warm restarts)."""
@@ -146,7 +147,7 @@ def train_command(
         init=str(init) if init else None,
         film_augment=film,
         film_params=_film_params(film_params),
-        padding_mode=padding, precision=precision,
+        padding_mode=padding, precision=precision, subpixel_loss=subpixel_loss,
         synth_key_nits=(lo, hi),
     )
     try:
