@@ -172,6 +172,8 @@ def train_command(run: Run, caches: dict, out: Path, steps: int, device: str, ar
         "train", "--arch", run.arch, "--data", data, "--out", str(out), "--steps", str(steps), "--batch", str(batch),
         "--patch", str(patch), "--lr", f"{run.lr:g}", "--cycles", "1", "--film",
         "--film-params", json.dumps(run.film, separators=(",", ":")), "--padding", "replicate",
+        # SR networks: no fixed sub-pixel checkerboard (GPGMNet's ×4 upsampling left 4–20 codes on skies)
+        *(["--subpixel-loss", "3"] if get_spec(run.arch).scale > 1 else []),
         *(["--init", str(args.inits.get(run.name) or ENGINES / run.init)] if run.init or run.name in args.inits else []),
         "--device", device, "--threads", str(args.threads), "--seed", str(seed),
         "--precision", "bf16",  # tensor cores; same held-out PSNR as fp32 in an A/B on the CPU
