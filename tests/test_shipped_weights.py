@@ -130,6 +130,9 @@ def test_no_fixed_subpixel_pattern_on_smooth_gradients(name):
     import torch
 
     from hdrvideo.banding import GRADIENTS, gradient_rgb
+    from hdrvideo.standards import KR_KB
+
+    kr, kb = KR_KB["bt2020"]
 
     model = load_model(None, ENGINES / name).eval()
     s = MANIFEST[name]["scale"]
@@ -137,7 +140,7 @@ def test_no_fixed_subpixel_pattern_on_smooth_gradients(name):
         x = gradient_rgb(kind, 160, 90)  # (1, 3, H, W) R'G'B'
         with torch.inference_mode():
             y = model(x.float())[0]
-        luma = (0.2627 * y[0] + 0.6780 * y[1] + 0.0593 * y[2]) * 1023  # BT.2020 Y' in 10-bit codes
+        luma = (kr * y[0] + (1 - kr - kb) * y[1] + kb * y[2]) * 1023  # BT.2020 Y' in 10-bit codes
         h, w = luma.shape
         blocks = luma[: h // s * s, : w // s * s].reshape(h // s, s, w // s, s)
         phase = (blocks - blocks.mean(dim=(1, 3), keepdim=True)).mean(dim=(0, 2))

@@ -19,7 +19,7 @@ from fractions import Fraction
 
 import av
 
-from .hevc_sei import packet_with_data, sei_nal
+from .hevc_sei import join_nals, packet_with_data, sei_nal, split_nals
 
 __all__ = ["a53_sei_nal", "insert_prefix_sei", "with_sei", "CaptionRetimer"]
 
@@ -63,14 +63,11 @@ def insert_prefix_sei(access_unit: bytes, sei: bytes) -> bytes:
             if header < len(access_unit) and (access_unit[header] >> 1) & 0x3F < 32:
                 return access_unit[:start] + sei + access_unit[start:]
         return access_unit + sei
-    nal = sei[4:]  # length-prefixed: the same NAL with a 4-byte size instead of the start code
-    prefixed = len(nal).to_bytes(4, "big") + nal
-    pos = 0
-    while pos + 5 <= len(access_unit):
-        if (access_unit[pos + 4] >> 1) & 0x3F < 32:
-            return access_unit[:pos] + prefixed + access_unit[pos:]
-        pos += 4 + int.from_bytes(access_unit[pos:pos + 4], "big")
-    return access_unit + prefixed
+    nals = split_nals(access_unit)  # length-prefixed: the same NAL with a 4-byte size instead of the start code
+    if nals is None:
+        return access_unit + join_nals([sei[4:]])
+    at = next((i for i, nal in enumerate(nals) if (nal[0] >> 1) & 0x3F < 32), len(nals))
+    return join_nals(nals[:at] + [sei[4:]] + nals[at:])
 
 
 def with_sei(packet: av.Packet, sei: bytes) -> av.Packet:

@@ -19,7 +19,7 @@ from __future__ import annotations
 import av
 
 __all__ = ["MASTERING_DISPLAY", "CONTENT_LIGHT_LEVEL", "escape_rbsp", "unescape_rbsp", "sei_messages",
-           "sei_nal", "with_hdr10_sei", "hvcc_with_hdr10_sei", "nal_length_size", "packet_with_data"]
+           "sei_nal", "split_nals", "join_nals", "with_hdr10_sei", "hvcc_with_hdr10_sei", "nal_length_size", "packet_with_data"]
 
 PREFIX_SEI = 39  # H.265 Table 7-1
 MASTERING_DISPLAY = 137  # mastering_display_colour_volume (D.2.28)
@@ -102,21 +102,33 @@ def _replaced(nal: bytes, values: dict[int, bytes], found: set[int]) -> bytes:
     return sei_nal([(t, values.get(t, p)) for t, p in messages], nal[:2])
 
 
+def split_nals(sample: bytes, length_size: int = 4) -> list[bytes] | None:
+    """The NAL units of a length-prefixed access unit (MP4/Matroska), or None when the lengths
+    do not add up to the sample."""
+    nals, off = [], 0
+    while off + length_size <= len(sample):
+        n = int.from_bytes(sample[off:off + length_size], "big")
+        if n == 0 or off + length_size + n > len(sample):
+            return None
+        nals.append(sample[off + length_size:off + length_size + n])
+        off += length_size + n
+    return nals if off == len(sample) else None
+
+
+def join_nals(nals: list[bytes], length_size: int = 4) -> bytes:
+    """The length-prefixed access unit of ``nals``."""
+    return b"".join(len(nal).to_bytes(length_size, "big") + nal for nal in nals)
+
+
 def with_hdr10_sei(sample: bytes, mastering_display: bytes, content_light: bytes, keyframe: bool,
                    length_size: int = 4) -> bytes:
     """An access unit of length-prefixed NAL units with its HDR10 SEI set: existing mastering
     display / content light level messages get these payloads; a keyframe missing either gets
     a prefix SEI NAL unit with it, after the parameter sets and before the first slice."""
     values = {MASTERING_DISPLAY: mastering_display, CONTENT_LIGHT_LEVEL: content_light}
-    nals, off = [], 0
-    while off + length_size <= len(sample):
-        n = int.from_bytes(sample[off:off + length_size], "big")
-        if n == 0 or off + length_size + n > len(sample):
-            return sample  # not what it should be: left alone
-        nals.append(sample[off + length_size:off + length_size + n])
-        off += length_size + n
-    if off != len(sample):
-        return sample
+    nals = split_nals(sample, length_size)
+    if nals is None:
+        return sample  # not what it should be: left alone
     found: set[int] = set()
     out = [_replaced(nal, values, found) for nal in nals]
     missing = [(t, values[t]) for t in (MASTERING_DISPLAY, CONTENT_LIGHT_LEVEL) if t not in found]
@@ -127,7 +139,7 @@ def with_hdr10_sei(sample: bytes, mastering_display: bytes, content_light: bytes
         out.insert(at, sei_nal(missing))
     if out == nals:
         return sample
-    return b"".join(len(nal).to_bytes(length_size, "big") + nal for nal in out)
+    return join_nals(out, length_size)
 
 
 def nal_length_size(hvcc: bytes) -> int | None:
